@@ -1,0 +1,181 @@
+"""Episode shards on disk and readers that stream them without holding a dataset in RAM.
+
+One compressed ``.npz`` per episode, named ``episode_000042.npz``. Of an episode of T steps it holds
+the frame seen before each action (T, 64, 64, 3) uint8, the controller actions (T, ...), rewards (T,),
+terminated/truncated flags (T,) (set on the step that ended the episode), the seed that reproduces it,
+and the game name. Writes go to a temporary file that is renamed into place, so a shard with its final
+name is always complete.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import zipfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dreamgym.games import FRAME_SHAPE
+
+SHARD_VERSION = 1
+_KEYS = ("frames", "actions", "rewards", "terminated", "truncated", "seed", "game", "version")
+
+
+class ShardError(ValueError):
+    """A shard is unreadable, truncated or not a dreamgym episode."""
+
+
+@dataclass(frozen=True)
+class Episode:
+    """One recorded episode; see the module docstring for shapes."""
+
+    frames: np.ndarray
+    actions: np.ndarray
+    rewards: np.ndarray
+    terminated: np.ndarray
+    truncated: np.ndarray
+    seed: int
+    game: str
+
+    def __len__(self) -> int:
+        return len(self.actions)
+
+
+def episode_path(root: str | os.PathLike, index: int) -> Path:
+    return Path(root) / f"episode_{index:06d}.npz"
+
+
+def list_episodes(root: str | os.PathLike) -> list[Path]:
+    """Finished shards under ``root``, in index order (temporary files are not listed)."""
+    return sorted(Path(root).glob("episode_[0-9]*.npz"))
+
+
+def atomic_write(path: str | os.PathLike, write: Any, suffix: str = "") -> None:
+    """Calls ``write(tmp_path)`` then renames the temporary file onto ``path``.
+
+    The temporary file sits in the same folder (so the rename is atomic) and is removed on failure.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f"{suffix}.tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_arrays(path: str | os.PathLike, arrays: dict[str, np.ndarray]) -> None:
+    """Atomically writes a compressed npz (no pickled objects)."""
+
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as f:
+            np.savez_compressed(f, **arrays)
+
+    atomic_write(path, write)
+
+
+def load_arrays(path: str | os.PathLike, keys: Sequence[str]) -> dict[str, np.ndarray]:
+    """Reads the named arrays of an npz, raising :class:`ShardError` naming the file on any problem."""
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            missing = [k for k in keys if k not in data.files]
+            if missing:
+                raise ShardError(f"{path}: not a dreamgym file (missing {missing})")
+            return {k: data[k] for k in keys}
+    except ShardError:
+        raise
+    except FileNotFoundError as err:
+        raise ShardError(f"{path}: file not found") from err
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as err:
+        raise ShardError(f"{path}: corrupt or truncated ({type(err).__name__}: {err})") from err
+
+
+def save_episode(path: str | os.PathLike, episode: Episode) -> None:
+    save_arrays(
+        path,
+        {
+            "frames": episode.frames,
+            "actions": episode.actions,
+            "rewards": episode.rewards.astype(np.float32),
+            "terminated": episode.terminated.astype(bool),
+            "truncated": episode.truncated.astype(bool),
+            "seed": np.asarray(episode.seed, dtype=np.int64),
+            "game": np.asarray(episode.game),
+            "version": np.asarray(SHARD_VERSION),
+        },
+    )
+
+
+def load_episode(path: str | os.PathLike) -> Episode:
+    """Loads and validates one shard."""
+    data = load_arrays(path, _KEYS)
+    frames = data["frames"]
+    steps = len(data["actions"])
+    if int(data["version"]) != SHARD_VERSION:
+        raise ShardError(f"{path}: shard version {int(data['version'])}, expected {SHARD_VERSION}")
+    if frames.dtype != np.uint8 or frames.shape[1:] != FRAME_SHAPE or len(frames) != steps:
+        raise ShardError(f"{path}: frames {frames.shape} {frames.dtype}, expected ({steps}, 64, 64, 3) uint8")
+    for key in ("rewards", "terminated", "truncated"):
+        if data[key].shape != (steps,):
+            raise ShardError(f"{path}: {key} has shape {data[key].shape}, expected ({steps},)")
+    return Episode(
+        frames=frames,
+        actions=data["actions"],
+        rewards=data["rewards"],
+        terminated=data["terminated"],
+        truncated=data["truncated"],
+        seed=int(data["seed"]),
+        game=str(data["game"]),
+    )
+
+
+def split_holdout(paths: Sequence[Path], fraction: float, seed: int = 0) -> tuple[list[Path], list[Path]]:
+    """Deterministic (train, held-out) split of shard paths; at least one held out when fraction > 0."""
+    order = np.random.default_rng(seed).permutation(len(paths))
+    n_hold = max(1, round(fraction * len(paths))) if fraction > 0 and len(paths) > 1 else 0
+    hold = sorted(paths[i] for i in order[:n_hold])
+    train = sorted(paths[i] for i in order[n_hold:])
+    return train, hold
+
+
+def iter_frame_batches(
+    paths: Sequence[Path], batch_size: int, rng: np.random.Generator, buffer_episodes: int = 32
+) -> Iterator[np.ndarray]:
+    """Shuffled (B, 64, 64, 3) uint8 batches over every frame of ``paths``, one pass.
+
+    Episodes are visited in random order and mixed in a buffer of ``buffer_episodes`` episodes, so memory
+    stays bounded by the buffer while consecutive frames of one episode rarely share a batch. The last
+    partial batch is yielded too.
+    """
+    order = rng.permutation(len(paths))
+    for start in range(0, len(order), buffer_episodes):
+        frames = np.concatenate([load_episode(paths[i]).frames for i in order[start : start + buffer_episodes]])
+        frames = frames[rng.permutation(len(frames))]
+        for b in range(0, len(frames), batch_size):
+            yield frames[b : b + batch_size]
+
+
+def pad_episodes(series: Sequence[np.ndarray], seq_len: int) -> tuple[np.ndarray, np.ndarray]:
+    """Stacks per-episode arrays (T_i, ...) from their first step into (B, seq_len, ...) plus a mask.
+
+    Episodes longer than ``seq_len`` are cut, shorter ones zero-padded; ``mask[b, t]`` is True where
+    step t is real. Every row starts at its episode's first step, so an LSTM fed these rows sees h = 0
+    only at a true episode start.
+    """
+    first = series[0]
+    out = np.zeros((len(series), seq_len, *first.shape[1:]), dtype=first.dtype)
+    mask = np.zeros((len(series), seq_len), dtype=bool)
+    for b, s in enumerate(series):
+        n = min(len(s), seq_len)
+        out[b, :n] = s[:n]
+        mask[b, :n] = True
+    return out, mask

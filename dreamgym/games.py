@@ -1,0 +1,234 @@
+"""Game specs: everything dreamgym needs to know about one real pixel-observation game.
+
+A :class:`GameSpec` says how to make the real Gymnasium env, how one of its observations becomes a
+64x64x3 uint8 frame, which action space the controller sees and how that maps to the game's own
+action, how actions are encoded for M, the default model sizes and the random exploration policy used
+for data collection. Adding a game is one new ``GameSpec`` passed to :func:`register_game`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import gymnasium as gym
+import numpy as np
+import torch
+from PIL import Image
+
+FRAME_SHAPE = (64, 64, 3)
+
+
+class MissingGameError(ImportError):
+    """The package providing a real game is not installed."""
+
+
+def resize_frame(pixels: np.ndarray, crop_rows: int | None = None) -> np.ndarray:
+    """Crop an (H, W, 3) uint8 image to its first ``crop_rows`` rows and resize it to 64x64x3 uint8."""
+    if crop_rows is not None:
+        pixels = pixels[:crop_rows]
+    return np.asarray(Image.fromarray(pixels).resize(FRAME_SHAPE[1::-1], Image.BILINEAR), dtype=np.uint8)
+
+
+@dataclass(frozen=True)
+class GameSpec:
+    """One real game, as seen by the world model and the controller.
+
+    Attributes:
+        name: short key used on command lines and in registered ids (``takecover``).
+        env_id: Gymnasium id of the real game.
+        title: CamelCase name used in dreamgym ids (``TakeCover`` -> ``dreamgym/TakeCoverDream-v0``).
+        action_space: the space the controller acts in (the same in the dream and in the real game).
+        action_dim: width of the float action encoding fed to M.
+        z_size, hidden_size: default latent size of V and LSTM units of M.
+        reward_mode: ``survival`` (+1 per surviving step, TakeCover) or ``predicted`` (M's reward head).
+        max_episode_steps: step cap of real and dreamed episodes.
+        min_episode_steps: exploration episodes shorter than this are discarded and re-drawn.
+        restart_flag: whether M gets a "first step of the episode" input, as the paper's TakeCover M.
+        package: what to ``pip install`` when the game is missing.
+        make_game: builds the raw real env (keyword arguments go to ``gymnasium.make``).
+        to_frame: one raw observation -> (64, 64, 3) uint8 frame.
+        to_game_action: controller action -> the raw env's action.
+        encode_action: (B, ...) controller actions -> (B, action_dim) float32 tensor for M.
+        squash_action: (..., action_out) values in [-1, 1] from a tanh controller -> controller actions.
+        controller_outputs: how many tanh outputs the linear controller needs.
+        exploration: seeded rng -> a policy ``frame -> action`` for one collection episode.
+    """
+
+    name: str
+    env_id: str
+    title: str
+    action_space: gym.spaces.Space
+    action_dim: int
+    z_size: int
+    hidden_size: int
+    reward_mode: Literal["survival", "predicted"]
+    max_episode_steps: int
+    min_episode_steps: int
+    restart_flag: bool
+    package: str
+    make_game: Callable[..., gym.Env]
+    to_frame: Callable[[Any], np.ndarray]
+    to_game_action: Callable[[Any], Any]
+    encode_action: Callable[[torch.Tensor], torch.Tensor]
+    squash_action: Callable[[np.ndarray], np.ndarray]
+    controller_outputs: int
+    exploration: Callable[[np.random.Generator], Callable[[np.ndarray], Any]]
+    render_fps: int = field(default=30)
+
+    def make_real_env(self, max_episode_steps: int | None = None, **kwargs: Any) -> gym.Env:
+        """The real game with its step cap (``max_episode_steps`` overrides the spec's)."""
+        env = self.make_game(**kwargs)
+        limit = max_episode_steps or self.max_episode_steps
+        return gym.wrappers.TimeLimit(env, max_episode_steps=limit)
+
+
+# --- VizDoom TakeCover --------------------------------------------------------------------------
+# The controller sees Discrete(3): 0 = move left, 1 = stay, 2 = move right (M gets a-1 in {-1, 0, 1},
+# as in the paper). VizDoom's Discrete(3) for TakeCover is 0 = no-op, 1 = MOVE_RIGHT, 2 = MOVE_LEFT.
+_TAKECOVER_TO_GAME = (2, 0, 1)
+
+
+def _make_takecover(**kwargs: Any) -> gym.Env:
+    try:
+        import vizdoom.gymnasium_wrapper  # noqa: F401  (registers the Vizdoom ids)
+    except ImportError as err:
+        raise MissingGameError("VizdoomTakeCover-v1 needs the 'vizdoom' package: pip install vizdoom") from err
+    return gym.make("VizdoomTakeCover-v1", **kwargs)
+
+
+def _takecover_frame(obs: dict[str, np.ndarray]) -> np.ndarray:
+    return resize_frame(obs["screen"])
+
+
+def _takecover_encode(actions: torch.Tensor) -> torch.Tensor:
+    return (actions.reshape(-1, 1).to(torch.float32) - 1.0)
+
+
+def _takecover_squash(x: np.ndarray) -> np.ndarray:
+    """Thresholds a tanh output at +-1/3: left / stay / right, as in the paper's controller."""
+    x = np.asarray(x)[..., 0]
+    return np.where(x < -1 / 3, 0, np.where(x > 1 / 3, 2, 1)).astype(np.int64)
+
+
+def _held_random_actions(rng: np.random.Generator) -> Callable[[np.ndarray], int]:
+    """Random action held for 1-10 frames (the paper's TakeCover exploration policy)."""
+    state = {"action": 1, "left": 0}
+
+    def act(frame: np.ndarray) -> int:
+        if state["left"] == 0:
+            state["action"] = int(rng.integers(3))
+            state["left"] = int(rng.integers(1, 11))
+        state["left"] -= 1
+        return state["action"]
+
+    return act
+
+
+TAKECOVER = GameSpec(
+    name="takecover",
+    env_id="VizdoomTakeCover-v1",
+    title="TakeCover",
+    action_space=gym.spaces.Discrete(3),
+    action_dim=1,
+    z_size=64,
+    hidden_size=512,
+    reward_mode="survival",
+    max_episode_steps=2100,
+    min_episode_steps=100,
+    restart_flag=True,
+    package="vizdoom",
+    make_game=_make_takecover,
+    to_frame=_takecover_frame,
+    to_game_action=lambda a: _TAKECOVER_TO_GAME[int(a)],
+    encode_action=_takecover_encode,
+    squash_action=_takecover_squash,
+    controller_outputs=1,
+    exploration=_held_random_actions,
+    render_fps=35,
+)
+
+
+# --- Box2D CarRacing ----------------------------------------------------------------------------
+_CARRACING_SPACE = gym.spaces.Box(np.array([-1.0, 0.0, 0.0], np.float32), np.array([1.0, 1.0, 1.0], np.float32))
+
+
+def _make_carracing(**kwargs: Any) -> gym.Env:
+    try:
+        import Box2D  # noqa: F401
+    except ImportError as err:
+        raise MissingGameError(
+            "CarRacing-v3 needs Box2D: pip install 'gymnasium[box2d]'"
+        ) from err
+    return gym.make("CarRacing-v3", **kwargs)
+
+
+def _carracing_squash(x: np.ndarray) -> np.ndarray:
+    """tanh outputs -> steer in [-1, 1], gas (x+1)/2, brake clipped to [0, 1] (the paper's mapping)."""
+    x = np.asarray(x, dtype=np.float32)
+    return np.stack([x[..., 0], (x[..., 1] + 1.0) / 2.0, np.clip(x[..., 2], 0.0, 1.0)], axis=-1)
+
+
+def _random_linear_controller(rng: np.random.Generator) -> Callable[[np.ndarray], np.ndarray]:
+    """A linear controller with random weights per episode on an 8x8 grey thumbnail of the frame.
+
+    The paper's CarRacing data came from random-weight controllers acting on features of the frame,
+    giving each episode its own driving style; the thumbnail stands in for an untrained V.
+    """
+    scale = rng.uniform(0.05, 0.5)
+    weights = rng.normal(0.0, scale, size=(3, 64)).astype(np.float32)
+    bias = rng.normal(0.0, 0.5, size=3).astype(np.float32)
+
+    def act(frame: np.ndarray) -> np.ndarray:
+        grey = frame.reshape(8, 8, 8, 8, 3).mean(axis=(1, 3, 4)).reshape(-1) / 255.0 - 0.5
+        return _carracing_squash(np.tanh(weights @ grey * 8.0 + bias))
+
+    return act
+
+
+CARRACING = GameSpec(
+    name="carracing",
+    env_id="CarRacing-v3",
+    title="CarRacing",
+    action_space=_CARRACING_SPACE,
+    action_dim=3,
+    z_size=32,
+    hidden_size=256,
+    reward_mode="predicted",
+    max_episode_steps=1000,
+    min_episode_steps=0,
+    restart_flag=False,
+    package="gymnasium[box2d]",
+    make_game=_make_carracing,
+    to_frame=lambda obs: resize_frame(obs, crop_rows=84),
+    to_game_action=lambda a: np.clip(np.asarray(a, dtype=np.float32), _CARRACING_SPACE.low, _CARRACING_SPACE.high),
+    encode_action=lambda a: a.reshape(-1, 3).to(torch.float32),
+    squash_action=_carracing_squash,
+    controller_outputs=3,
+    exploration=_random_linear_controller,
+    render_fps=50,
+)
+
+
+GAMES: dict[str, GameSpec] = {}
+
+
+def register_game(spec: GameSpec) -> GameSpec:
+    """Adds a game to the registry (its ``name`` must be new)."""
+    if spec.name in GAMES:
+        raise ValueError(f"game {spec.name!r} is already registered")
+    GAMES[spec.name] = spec
+    return spec
+
+
+def get_game(name: str) -> GameSpec:
+    """The spec registered under ``name`` (short name like ``takecover`` or the real env id)."""
+    for spec in GAMES.values():
+        if name in (spec.name, spec.env_id):
+            return spec
+    raise KeyError(f"unknown game {name!r}; known: {sorted(GAMES)}")
+
+
+register_game(TAKECOVER)
+register_game(CARRACING)

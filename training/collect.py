@@ -1,0 +1,155 @@
+"""Collect random-policy rollouts of a real game into episode shards, in parallel and resumably.
+
+    python -m training.collect --game takecover --episodes 2000 --workers 2 --out data/takecover
+
+Episode ``i`` is played with a seed derived from ``(--seed, i, attempt)`` by the game's exploration
+policy; episodes shorter than the game's minimum are re-drawn with the next attempt. Each finished
+episode is written atomically, so a run killed at any moment (even SIGKILL) is finished by rerunning the
+same command: existing shards are kept, missing ones are collected, and every shard is the same as an
+uninterrupted run's.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import multiprocessing as mp
+import signal
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from dreamgym.data import Episode, episode_path, list_episodes, save_episode
+from dreamgym.games import GameSpec, get_game
+from training.cli import parse_args
+
+
+@dataclass(frozen=True)
+class CollectArgs:
+    game: str = "takecover"
+    """game spec name (takecover, carracing) or real env id"""
+    episodes: int = 100
+    """total number of episodes wanted in --out"""
+    workers: int = 2
+    """worker processes, each with its own game instance"""
+    out: str = "data/takecover"
+    """folder of episode shards"""
+    seed: int = 0
+    """base seed; episode i's seed derives from (seed, i, attempt)"""
+    max_steps: int | None = None
+    """cap on episode length (default: the game's own cap)"""
+
+
+def episode_seed(base_seed: int, index: int, attempt: int) -> int:
+    """The seed that reproduces attempt ``attempt`` of episode ``index``."""
+    return int(np.random.SeedSequence([base_seed, index, attempt]).generate_state(1, np.uint32)[0])
+
+
+def play_episode(spec: GameSpec, env, seed: int) -> Episode:
+    """Plays one exploration episode of ``env`` (the spec's real env) from ``seed``."""
+    policy = spec.exploration(np.random.default_rng(seed))
+    obs, _ = env.reset(seed=seed)
+    frames, actions, rewards, terminated, truncated = [], [], [], [], []
+    done = False
+    while not done:
+        frame = spec.to_frame(obs)
+        action = policy(frame)
+        obs, reward, term, trunc, _ = env.step(spec.to_game_action(action))
+        frames.append(frame)
+        actions.append(action)
+        rewards.append(reward)
+        terminated.append(term)
+        truncated.append(trunc)
+        done = term or trunc
+    return Episode(
+        frames=np.stack(frames),
+        actions=np.asarray(actions),
+        rewards=np.asarray(rewards, dtype=np.float32),
+        terminated=np.asarray(terminated),
+        truncated=np.asarray(truncated),
+        seed=seed,
+        game=spec.name,
+    )
+
+
+def collect_episode(spec: GameSpec, env, base_seed: int, index: int, min_steps: int) -> Episode:
+    """Episode ``index``: the first attempt at least ``min_steps`` long."""
+    attempt = 0
+    while True:
+        episode = play_episode(spec, env, episode_seed(base_seed, index, attempt))
+        if len(episode) >= min_steps:
+            return episode
+        attempt += 1
+
+
+_worker: dict = {}
+
+
+def _die_with_parent() -> None:
+    """Linux: SIGKILL this worker when the collector dies, so no orphan keeps writing."""
+    try:
+        ctypes.CDLL("libc.so.6").prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+def _init_worker(args: CollectArgs) -> None:
+    _die_with_parent()
+    spec = get_game(args.game)
+    _worker.update(spec=spec, args=args, env=spec.make_real_env(max_episode_steps=args.max_steps))
+
+
+def _collect_one(index: int) -> tuple[int, int, float]:
+    spec, args = _worker["spec"], _worker["args"]
+    min_steps = min(spec.min_episode_steps, args.max_steps or spec.max_episode_steps)
+    start = time.perf_counter()
+    episode = collect_episode(spec, _worker["env"], args.seed, index, min_steps)
+    save_episode(episode_path(args.out, index), episode)
+    return index, len(episode), time.perf_counter() - start
+
+
+def missing_indices(out: Path, episodes: int) -> list[int]:
+    done = {int(p.stem.split("_")[1]) for p in list_episodes(out)}
+    return [i for i in range(episodes) if i not in done]
+
+
+def collect(args: CollectArgs) -> dict:
+    """Collects every missing episode of ``args.out``; returns speed and size statistics."""
+    spec = get_game(args.game)
+    spec.make_game().close()  # fail fast, in this process, with a clear error if the game is missing
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    for stale in out.glob(".episode_*.tmp"):
+        stale.unlink()
+    todo = missing_indices(out, args.episodes)
+    stats = {"episodes_collected": len(todo), "steps": 0, "worker_seconds": 0.0}
+    start = time.perf_counter()
+    if todo:
+        ctx = mp.get_context("spawn")
+        with ctx.Pool(args.workers, initializer=_init_worker, initargs=(args,)) as pool:
+            results: Iterator = pool.imap_unordered(_collect_one, todo)
+            bar = tqdm(results, total=args.episodes, initial=args.episodes - len(todo), desc=f"collect {spec.name}")
+            for _, steps, seconds in bar:
+                stats["steps"] += steps
+                stats["worker_seconds"] += seconds
+    stats["wall_seconds"] = time.perf_counter() - start
+    if todo:
+        stats["episodes_per_min_per_worker"] = 60 * len(todo) / stats["worker_seconds"]
+        stats["steps_per_second"] = stats["steps"] / stats["wall_seconds"]
+    shards = list_episodes(out)
+    stats["total_episodes"] = len(shards)
+    stats["mb_per_1k_episodes"] = sum(p.stat().st_size for p in shards) / max(1, len(shards)) * 1000 / 2**20
+    return stats
+
+
+def main(argv: list[str] | None = None) -> None:
+    stats = collect(parse_args(CollectArgs, argv, __doc__))
+    print(json.dumps(stats, indent=2))
+
+
+if __name__ == "__main__":
+    main()
