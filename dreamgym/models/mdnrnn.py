@@ -1,0 +1,182 @@
+"""M: an LSTM over [z, action(, restart)] predicting the next z as a Gaussian mixture, plus reward and done.
+
+One set of weights serves sequence training (:meth:`MDNRNN.forward`, cuDNN/oneDNN LSTM over (B, T))
+and single-step stepping in the dream (:meth:`MDNRNN.step`, one fused ``lstm_cell`` for B envs).
+The mixture, reward and done heads are separate linear layers on h.
+
+Done calibration: the done head is trained with BCE whose positive class is weighted by
+``done_pos_weight`` (w). Such a head's sigmoid overestimates the probability by the odds factor w, so
+:meth:`MDNRNN.done_probability` returns ``sigmoid(logit - log w)``, the calibrated probability the dream
+samples from.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
+
+LSTMState = tuple[torch.Tensor, torch.Tensor]
+
+
+@dataclass(frozen=True)
+class MDNRNNConfig:
+    """Sizes of M and what it predicts."""
+
+    z_size: int = 32
+    action_dim: int = 3
+    hidden_size: int = 256
+    num_mixtures: int = 5
+    restart_flag: bool = False
+    reward_head: bool = True
+    done_head: bool = True
+    done_pos_weight: float = 10.0
+
+    @property
+    def input_size(self) -> int:
+        return self.z_size + self.action_dim + int(self.restart_flag)
+
+
+class MDNOutput(NamedTuple):
+    """Heads of M for (..., ) leading dims: mixture over each latent dim, reward and done logits."""
+
+    log_pi: torch.Tensor  # (..., Z, K) log mixture weights (log-softmaxed)
+    mu: torch.Tensor  # (..., Z, K)
+    log_sigma: torch.Tensor  # (..., Z, K)
+    reward: torch.Tensor  # (...,) predicted reward (zeros without a reward head)
+    done_logit: torch.Tensor  # (...,) done logit (very negative without a done head)
+
+
+def check_temperature(temperature: float | torch.Tensor) -> None:
+    """Raises ValueError unless every temperature is finite and > 0."""
+    t = torch.as_tensor(temperature, dtype=torch.float32)
+    if not bool(torch.isfinite(t).all()) or not bool((t > 0).all()):
+        raise ValueError(f"temperature must be finite and > 0, got {temperature}")
+
+
+class MDNRNN(nn.Module):
+    def __init__(self, config: MDNRNNConfig) -> None:
+        super().__init__()
+        self.config = config
+        z, k = config.z_size, config.num_mixtures
+        self.lstm = nn.LSTM(config.input_size, config.hidden_size, batch_first=True)
+        self.mdn = nn.Linear(config.hidden_size, z * k * 3)
+        self.reward = nn.Linear(config.hidden_size, 1) if config.reward_head else None
+        self.done = nn.Linear(config.hidden_size, 1) if config.done_head else None
+
+    def inputs(self, z: torch.Tensor, action: torch.Tensor, restart: torch.Tensor | None) -> torch.Tensor:
+        """Concatenates z (..., Z), encoded action (..., A) and, if configured, the restart flag (...)."""
+        parts = [z, action]
+        if self.config.restart_flag:
+            if restart is None:
+                raise ValueError("this M takes a restart flag (1.0 at an episode's first step)")
+            parts.append(restart.to(z.dtype).unsqueeze(-1))
+        return torch.cat(parts, dim=-1)
+
+    def heads(self, h: torch.Tensor) -> MDNOutput:
+        """(..., H) hidden states -> MDNOutput."""
+        z, k = self.config.z_size, self.config.num_mixtures
+        logits, mu, log_sigma = self.mdn(h).view(*h.shape[:-1], z, k, 3).unbind(-1)
+        lead = h.shape[:-1]
+        reward = self.reward(h).squeeze(-1) if self.reward is not None else h.new_zeros(lead)
+        done = self.done(h).squeeze(-1) if self.done is not None else h.new_full(lead, -30.0)
+        return MDNOutput(F.log_softmax(logits, dim=-1), mu, log_sigma, reward, done)
+
+    def forward(
+        self,
+        z: torch.Tensor,
+        action: torch.Tensor,
+        restart: torch.Tensor | None = None,
+        state: LSTMState | None = None,
+    ) -> tuple[MDNOutput, LSTMState]:
+        """Sequence pass: z (B, T, Z), action (B, T, A), restart (B, T) -> heads for every step, final state.
+
+        The output at step t predicts z[t+1], the reward of the transition t -> t+1 and whether it ended
+        the episode. ``state=None`` starts from h = c = 0 (an episode start).
+        """
+        h, state = self.lstm(self.inputs(z, action, restart), state)
+        return self.heads(h), state
+
+    def initial_state(self, batch: int, device: torch.device | str | None = None) -> LSTMState:
+        """h = c = 0 for ``batch`` envs."""
+        device = device or self.mdn.weight.device
+        zeros = torch.zeros(batch, self.config.hidden_size, device=device, dtype=self.mdn.weight.dtype)
+        return zeros, zeros.clone()
+
+    def step(
+        self, z: torch.Tensor, action: torch.Tensor, restart: torch.Tensor | None, state: LSTMState
+    ) -> tuple[MDNOutput, LSTMState]:
+        """One step for B envs: z (B, Z), action (B, A), restart (B,), state (h, c) each (B, H)."""
+        lstm = self.lstm
+        h, c = torch.lstm_cell(
+            self.inputs(z, action, restart), state, lstm.weight_ih_l0, lstm.weight_hh_l0, lstm.bias_ih_l0, lstm.bias_hh_l0
+        )
+        return self.heads(h), (h, c)
+
+    def done_probability(self, done_logit: torch.Tensor) -> torch.Tensor:
+        """Calibrated P(done): undoes the positive-class weight the done head was trained with."""
+        return torch.sigmoid(done_logit - math.log(self.config.done_pos_weight))
+
+    def loss(
+        self, out: MDNOutput, next_z: torch.Tensor, z_mask: torch.Tensor, reward: torch.Tensor,
+        done: torch.Tensor, step_mask: torch.Tensor,
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        """Masked MDN NLL (per latent dim) + weighted done BCE + reward MSE.
+
+        next_z (B, T, Z) targets; z_mask (B, T) where the target exists; reward, done (B, T);
+        step_mask (B, T) where the step is real.
+        """
+        nll = mixture_nll(out, next_z)  # (B, T, Z)
+        zmask = z_mask.to(nll.dtype)
+        nll_loss = (nll.mean(-1) * zmask).sum() / zmask.sum().clamp(min=1)
+        smask = step_mask.to(nll.dtype)
+        n_steps = smask.sum().clamp(min=1)
+        loss, metrics = nll_loss, {"nll": nll_loss.item()}
+        if self.done is not None:
+            pos_weight = torch.tensor(self.config.done_pos_weight, device=nll.device)
+            bce = F.binary_cross_entropy_with_logits(out.done_logit, done.to(nll.dtype), pos_weight=pos_weight, reduction="none")
+            done_loss = (bce * smask).sum() / n_steps
+            loss = loss + done_loss
+            metrics["done_bce"] = done_loss.item()
+        if self.reward is not None:
+            reward_loss = ((out.reward - reward).pow(2) * smask).sum() / n_steps
+            loss = loss + reward_loss
+            metrics["reward_mse"] = reward_loss.item()
+        metrics["loss"] = loss.item()
+        return loss, metrics
+
+
+def mixture_nll(out: MDNOutput, target: torch.Tensor) -> torch.Tensor:
+    """Negative log-likelihood of target (..., Z) under the per-dimension mixtures -> (..., Z)."""
+    x = target.unsqueeze(-1)
+    log_prob = -0.5 * ((x - out.mu) * torch.exp(-out.log_sigma)).pow(2) - out.log_sigma - LOG_SQRT_2PI
+    return -torch.logsumexp(out.log_pi + log_prob, dim=-1)
+
+
+def sample_next_z(
+    out: MDNOutput, temperature: float | torch.Tensor, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """Samples z (B, Z) from the mixtures of ``out`` (B, Z, K) at a temperature.
+
+    Mixture logits are divided by tau (Gumbel-max picks a component per dimension) and the Gaussian
+    noise is scaled by sqrt(tau): tau -> 0 gives the mean of the most likely component, larger tau a
+    wider spread. ``temperature`` is a float or a (B,) tensor (one per env).
+    """
+    check_temperature(temperature)
+    log_pi = out.log_pi
+    tau = torch.as_tensor(temperature, dtype=log_pi.dtype, device=log_pi.device)
+    if tau.dim() == 1:
+        tau = tau.view(-1, 1, 1)
+    uniform = torch.rand(log_pi.shape, generator=generator, device=log_pi.device, dtype=log_pi.dtype)
+    gumbel = -torch.log(torch.log(uniform.clamp_(min=1e-20)).neg_().clamp_(min=1e-20))
+    k = torch.argmax(log_pi / tau + gumbel, dim=-1, keepdim=True)  # (B, Z, 1)
+    mu = out.mu.gather(-1, k).squeeze(-1)
+    sigma = out.log_sigma.gather(-1, k).squeeze(-1).exp()
+    eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
+    return mu + sigma * eps * torch.sqrt(tau.view(-1, 1) if tau.dim() == 3 else tau)

@@ -1,0 +1,127 @@
+"""The WorldModel bundle: V + M + the game they model + the real initial latents dreams start from.
+
+On disk a bundle is a folder with ``config.json`` (architecture, sizes, game, provenance, versions) and
+``model.safetensors`` (``vae.*``, ``mdnrnn.*``, ``initial_mu``, ``initial_logvar``). Shipped bundles live
+in ``dreamgym/pretrained/<name>/`` and load by name.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from dreamgym.checkpoint import CheckpointError, load_json, load_state_dict, load_tensors, save_json, save_tensors, versions
+from dreamgym.games import GameSpec, get_game
+from dreamgym.models.mdnrnn import MDNRNN, MDNRNNConfig
+from dreamgym.models.vae import ConvVAE, VAEConfig
+
+ARCHITECTURE = "dreamgym.WorldModel/v1"
+PRETRAINED_DIR = Path(__file__).parent / "pretrained"
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+
+
+@dataclass(frozen=True)
+class WorldModelConfig:
+    game: str
+    vae: VAEConfig
+    mdnrnn: MDNRNNConfig
+
+    @classmethod
+    def for_game(cls, game: str, **mdnrnn_overrides: Any) -> WorldModelConfig:
+        """Default (paper) sizes for a game spec; ``mdnrnn_overrides`` replace M config fields."""
+        spec = get_game(game)
+        mdnrnn = MDNRNNConfig(
+            z_size=spec.z_size,
+            action_dim=spec.action_dim,
+            hidden_size=spec.hidden_size,
+            restart_flag=spec.restart_flag,
+            reward_head=spec.reward_mode == "predicted",
+        )
+        return cls(spec.name, VAEConfig(z_size=spec.z_size), dataclasses.replace(mdnrnn, **mdnrnn_overrides))
+
+
+def resolve_bundle(name_or_path: str | os.PathLike) -> Path:
+    """A folder path, or the name of a shipped bundle in ``dreamgym/pretrained``."""
+    path = Path(name_or_path)
+    if (path / CONFIG_FILE).is_file():
+        return path
+    shipped = PRETRAINED_DIR / str(name_or_path)
+    if (shipped / CONFIG_FILE).is_file():
+        return shipped
+    available = sorted(p.name for p in PRETRAINED_DIR.glob("*") if (p / CONFIG_FILE).is_file())
+    raise FileNotFoundError(
+        f"no world model at {str(name_or_path)!r}: pass world_model= a bundle folder (train one with "
+        f"`python -m training.pipeline --game <game>`) or the name of a shipped bundle {available}"
+    )
+
+
+class WorldModel(torch.nn.Module):
+    """V, M and the initial latents, on one device."""
+
+    def __init__(
+        self,
+        config: WorldModelConfig,
+        initial_mu: torch.Tensor | None = None,
+        initial_logvar: torch.Tensor | None = None,
+        provenance: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        if config.vae.z_size != config.mdnrnn.z_size:
+            raise ValueError(f"V's z_size {config.vae.z_size} != M's z_size {config.mdnrnn.z_size}")
+        self.config = config
+        self.vae = ConvVAE(config.vae)
+        self.mdnrnn = MDNRNN(config.mdnrnn)
+        z = config.vae.z_size
+        self.register_buffer("initial_mu", initial_mu if initial_mu is not None else torch.zeros(1, z))
+        self.register_buffer("initial_logvar", initial_logvar if initial_logvar is not None else torch.zeros(1, z))
+        self.provenance: dict[str, Any] = dict(provenance or {})
+
+    @property
+    def game(self) -> GameSpec:
+        return get_game(self.config.game)
+
+    @property
+    def device(self) -> torch.device:
+        return self.initial_mu.device
+
+    def save(self, folder: str | os.PathLike, dtype: torch.dtype | None = None) -> None:
+        """Writes config.json + model.safetensors (optionally cast, e.g. fp16 for shipping)."""
+        folder = Path(folder)
+        tensors = {k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v)
+                   for k, v in self.state_dict().items()}  # fmt: skip
+        save_tensors(folder / WEIGHTS_FILE, tensors)
+        save_json(
+            folder / CONFIG_FILE,
+            {
+                "architecture": ARCHITECTURE,
+                "game": self.config.game,
+                "vae": dataclasses.asdict(self.config.vae),
+                "mdnrnn": dataclasses.asdict(self.config.mdnrnn),
+                "num_initial_latents": int(self.initial_mu.shape[0]),
+                "provenance": self.provenance,
+                "versions": versions(),
+            },
+        )
+
+    @classmethod
+    def load(cls, name_or_path: str | os.PathLike, device: torch.device | str = "cpu") -> WorldModel:
+        """Loads a bundle folder or shipped bundle name; weights are cast to float32 on ``device``."""
+        folder = resolve_bundle(name_or_path)
+        meta = load_json(folder / CONFIG_FILE, ARCHITECTURE)
+        try:
+            config = WorldModelConfig(meta["game"], VAEConfig(**meta["vae"]), MDNRNNConfig(**meta["mdnrnn"]))
+            get_game(config.game)
+        except (KeyError, TypeError) as err:
+            raise CheckpointError(f"{folder / CONFIG_FILE}: malformed world-model config ({err})") from err
+        tensors = load_tensors(folder / WEIGHTS_FILE)
+        n = int(meta.get("num_initial_latents", 1))
+        z = config.vae.z_size
+        model = cls(config, torch.zeros(n, z), torch.zeros(n, z), meta.get("provenance"))
+        load_state_dict(model, tensors, folder / WEIGHTS_FILE)
+        return model.to(device).eval()
