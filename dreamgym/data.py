@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import tempfile
 import zipfile
+import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -86,7 +87,10 @@ def load_arrays(path: str | os.PathLike, keys: Sequence[str]) -> dict[str, np.nd
     """Reads the named arrays of an npz, raising :class:`ShardError` naming the file on any problem."""
     path = Path(path)
     try:
-        with np.load(path, allow_pickle=False) as data:
+        data = np.load(path, allow_pickle=False)
+        if not isinstance(data, np.lib.npyio.NpzFile):
+            raise ShardError(f"{path}: not an npz archive")
+        with data:
             missing = [k for k in keys if k not in data.files]
             if missing:
                 raise ShardError(f"{path}: not a dreamgym file (missing {missing})")
@@ -95,7 +99,7 @@ def load_arrays(path: str | os.PathLike, keys: Sequence[str]) -> dict[str, np.nd
         raise
     except FileNotFoundError as err:
         raise ShardError(f"{path}: file not found") from err
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as err:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error, KeyError) as err:
         raise ShardError(f"{path}: corrupt or truncated ({type(err).__name__}: {err})") from err
 
 
@@ -153,15 +157,23 @@ def iter_frame_batches(
     """Shuffled (B, 64, 64, 3) uint8 batches over every frame of ``paths``, one pass.
 
     Episodes are visited in random order and mixed in a buffer of ``buffer_episodes`` episodes, so memory
-    stays bounded by the buffer while consecutive frames of one episode rarely share a batch. The last
-    partial batch is yielded too.
+    stays bounded by the buffer while consecutive frames of one episode rarely share a batch. Frames left
+    over from one buffer open the next, so every batch is full except the last one of the pass.
     """
+    if batch_size < 1 or buffer_episodes < 1:
+        raise ValueError(f"batch_size and buffer_episodes must be >= 1, got {batch_size} and {buffer_episodes}")
     order = rng.permutation(len(paths))
+    leftover = np.empty((0, *FRAME_SHAPE), dtype=np.uint8)
     for start in range(0, len(order), buffer_episodes):
-        frames = np.concatenate([load_episode(paths[i]).frames for i in order[start : start + buffer_episodes]])
+        episodes = [load_episode(paths[i]).frames for i in order[start : start + buffer_episodes]]
+        frames = np.concatenate([leftover, *episodes])
         frames = frames[rng.permutation(len(frames))]
-        for b in range(0, len(frames), batch_size):
+        full = len(frames) - len(frames) % batch_size
+        for b in range(0, full, batch_size):
             yield frames[b : b + batch_size]
+        leftover = frames[full:]
+    if len(leftover):
+        yield leftover
 
 
 def pad_episodes(series: Sequence[np.ndarray], seq_len: int) -> tuple[np.ndarray, np.ndarray]:
@@ -171,6 +183,8 @@ def pad_episodes(series: Sequence[np.ndarray], seq_len: int) -> tuple[np.ndarray
     step t is real. Every row starts at its episode's first step, so an LSTM fed these rows sees h = 0
     only at a true episode start.
     """
+    if not series:
+        raise ValueError("pad_episodes needs at least one episode")
     first = series[0]
     out = np.zeros((len(series), seq_len, *first.shape[1:]), dtype=first.dtype)
     mask = np.zeros((len(series), seq_len), dtype=bool)
