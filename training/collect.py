@@ -14,6 +14,7 @@ from __future__ import annotations
 import ctypes
 import json
 import multiprocessing as mp
+import multiprocessing.util
 import signal
 import time
 from collections.abc import Iterator
@@ -100,7 +101,11 @@ def _die_with_parent() -> None:
 def _init_worker(args: CollectArgs) -> None:
     _die_with_parent()
     spec = get_game(args.game)
-    _worker.update(spec=spec, args=args, env=spec.make_real_env(max_episode_steps=args.max_steps))
+    env = spec.make_real_env(max_episode_steps=args.max_steps)
+    # Close the game when the worker exits normally: VizDoom's engine is a separate process that
+    # would otherwise outlive the worker and keep spinning.
+    multiprocessing.util.Finalize(env, env.close, exitpriority=10)
+    _worker.update(spec=spec, args=args, env=env)
 
 
 def _collect_one(index: int) -> tuple[int, int, float]:
@@ -136,6 +141,8 @@ def collect(args: CollectArgs) -> dict:
             for _, steps, seconds in bar:
                 stats["steps"] += steps
                 stats["worker_seconds"] += seconds
+            pool.close()  # let workers exit normally (closing their games) instead of terminating them
+            pool.join()
     stats["wall_seconds"] = time.perf_counter() - start
     if todo:
         stats["episodes_per_min_per_worker"] = 60 * len(todo) / stats["worker_seconds"]
