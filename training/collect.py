@@ -11,11 +11,9 @@ uninterrupted run's.
 
 from __future__ import annotations
 
-import ctypes
 import json
 import multiprocessing as mp
 import multiprocessing.util
-import signal
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -26,6 +24,7 @@ from tqdm import tqdm
 
 from dreamgym.data import Episode, episode_path, list_episodes, save_episode
 from dreamgym.games import GameSpec, get_game
+from dreamgym.processes import become_worker
 from training.cli import parse_args
 
 
@@ -90,20 +89,11 @@ def collect_episode(spec: GameSpec, env, base_seed: int, index: int, min_steps: 
 _worker: dict = {}
 
 
-def _die_with_parent() -> None:
-    """Linux: SIGKILL this worker when the collector dies, so no orphan keeps writing."""
-    try:
-        ctypes.CDLL("libc.so.6").prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
-
-
 def _init_worker(args: CollectArgs) -> None:
-    _die_with_parent()
     spec = get_game(args.game)
     env = spec.make_real_env(max_episode_steps=args.max_steps)
-    # Close the game when the worker exits normally: VizDoom's engine is a separate process that
-    # would otherwise outlive the worker and keep spinning.
+    become_worker(env.close)
+    # Also close the game when the worker exits normally (VizDoom's engine would outlive it).
     multiprocessing.util.Finalize(env, env.close, exitpriority=10)
     _worker.update(spec=spec, args=args, env=env)
 

@@ -1,0 +1,97 @@
+"""Which env to score controllers in and on which backend: command-line fields shared by the agents scripts.
+
+Backends (``--backend``): ``vector`` plays a whole generation as one VectorEnv (dream ids and plain
+Gymnasium ids); ``pool`` plays episodes on local worker processes (real games behind dreamgym Latent ids);
+``ray`` does the same on a Ray cluster (``--ray-address``; optional extra ``dreamgym[ray]``). ``auto``
+picks ``ray`` when an address is given, else ``pool`` for dreamgym ids without a batched dream env, else
+``vector``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import gymnasium as gym
+
+from agents.controller import ControllerConfig
+from agents.rollout import Evaluator, VectorEvaluator, env_kwargs_for, is_dream, is_dreamgym, make_env
+from agents.workers import PoolEvaluator, RayEvaluator
+from dreamgym.envs.dream import resolve_device
+
+BACKENDS = ("auto", "vector", "pool", "ray")
+
+
+@dataclass(frozen=True)
+class EnvArgs:
+    env: str = "dreamgym/TakeCoverDream-v0"
+    """Gymnasium id: dreamgym/<Game>Dream-v0, dreamgym/<Game>Latent-v0, or any Box-observation env"""
+    world_model: str | None = None
+    """dreamgym envs: world model bundle folder or shipped name"""
+    obs_mode: str | None = None
+    """dreamgym envs: controller input, zh | zch | z"""
+    temperature: float | None = None
+    """dream envs: sampling temperature tau"""
+    env_kwargs: str = "{}"
+    """further keyword arguments for the env, as a JSON object"""
+    device: str = "auto"
+    """cpu | cuda | auto (controller matmuls and dreamgym envs)"""
+    backend: str = "auto"
+    """auto | vector | pool | ray (see agents.backends)"""
+    workers: int = 2
+    """pool backend: worker processes"""
+    ray_address: str | None = None
+    """ray backend: auto | HOST:PORT (implies --backend ray)"""
+    episode_timeout: float = 600.0
+    """pool/ray backends: seconds after which an unfinished episode's worker counts as hung and is retried"""
+
+
+def parse_env_kwargs(args: EnvArgs) -> dict[str, Any]:
+    """The env's keyword arguments from ``--env-kwargs`` plus the named dreamgym options that were given."""
+    try:
+        kwargs = json.loads(args.env_kwargs)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"--env-kwargs is not valid JSON: {err}") from err
+    if not isinstance(kwargs, dict):
+        raise ValueError(f"--env-kwargs must be a JSON object, got {args.env_kwargs!r}")
+    named = {"world_model": args.world_model, "obs_mode": args.obs_mode, "temperature": args.temperature}
+    given = {k: v for k, v in named.items() if v is not None}
+    if given and not is_dreamgym(args.env):
+        raise ValueError(f"{sorted(given)} only apply to dreamgym envs, not {args.env!r}")
+    return {**kwargs, **given}
+
+
+def backend_name(args: EnvArgs) -> str:
+    if args.backend not in BACKENDS:
+        raise ValueError(f"--backend must be one of {BACKENDS}, got {args.backend!r}")
+    if args.backend != "auto":
+        return args.backend
+    if args.ray_address is not None:
+        return "ray"
+    return "pool" if is_dreamgym(args.env) and not is_dream(args.env) else "vector"
+
+
+def make_single_env(args: EnvArgs, **make_kwargs: Any) -> gym.Env:
+    """One env of ``args.env`` in this process (``make_kwargs`` such as ``render_mode`` go to ``gym.make``)."""
+    return make_env(
+        args.env, env_kwargs_for(args.env, parse_env_kwargs(args), resolve_device(args.device)), **make_kwargs
+    )
+
+
+def probe_config(args: EnvArgs, bias: bool | None = None) -> ControllerConfig:
+    """The controller config for ``args.env`` (made once here, so a missing game fails fast and clearly)."""
+    env = make_single_env(args)
+    try:
+        return ControllerConfig.for_env(env, args.env, bias)
+    finally:
+        env.close()
+
+
+def make_evaluator(args: EnvArgs, config: ControllerConfig) -> Evaluator:
+    kwargs, name = parse_env_kwargs(args), backend_name(args)
+    if name == "vector":
+        return VectorEvaluator(args.env, kwargs, config, args.device)
+    if name == "pool":
+        return PoolEvaluator(args.env, kwargs, config, args.workers, args.episode_timeout, device=args.device)
+    return RayEvaluator(args.env, kwargs, config, args.ray_address, args.episode_timeout, device=args.device)

@@ -1,0 +1,250 @@
+"""Train a linear controller with CMA-ES (pycma), in a dream or any Gymnasium env, resumably.
+
+    python -m agents.cmaes --env dreamgym/TakeCoverDream-v0 --world-model runs/takecover/world_model
+    python -m agents.cmaes --env CartPole-v1 --popsize 16 --episodes 4 --generations 20
+
+Each generation samples ``--popsize`` candidates around the ES mean (x0 = 0, sigma0 = 0.1) and scores
+each as its mean return over ``--episodes`` episodes, all P·E episodes played by one backend call (see
+:mod:`agents.backends`). Every generation writes, under ``--out`` (default ``runs/cmaes/<env>__<seed>``):
+``best/`` and ``mean/`` controllers, ``fitness.csv``, ``fitness.png``, TensorBoard events in ``tb/``, and
+last ``checkpoint/state.npz`` (whole ES state + history, one atomic file). A run killed at any moment
+resumes from its last checkpoint when rerun with the same command and, because every generation's
+sampling and episodes are seeded from (--seed, generation), continues exactly as if never stopped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import pickle
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import cma
+import numpy as np
+from torch.utils.tensorboard import SummaryWriter
+from tqdm import tqdm
+
+from agents.backends import EnvArgs, make_evaluator, probe_config
+from agents.controller import ControllerConfig, LinearController
+from agents.rollout import Evaluator, derive_seed
+from agents.runlog import COLUMNS, log_row, plot_fitness, write_csv
+from dreamgym.checkpoint import CheckpointError, load_json, save_json
+from dreamgym.data import ShardError, load_arrays, save_arrays
+from training.cli import parse_args
+
+# Settings that may change when resuming a run; any other difference means a different run.
+_RESUMABLE = {"generations", "out", "device", "backend", "workers", "ray_address", "episode_timeout"}
+_TRAIN_STREAM, _EVAL_STREAM, _SAMPLE_STREAM = 0, 1, 2
+
+
+@dataclass(frozen=True)
+class TrainArgs(EnvArgs):
+    seed: int = 0
+    """run seed: every generation's candidates and episode seeds derive from (seed, generation)"""
+    generations: int = 200
+    """total generations (rerun with a larger value to continue a finished run)"""
+    popsize: int = 64
+    """candidates per generation"""
+    episodes: int = 16
+    """episodes per candidate; its fitness is their mean return"""
+    sigma0: float = 0.1
+    """initial CMA-ES step size (x0 = 0)"""
+    weight_decay: float = 0.0
+    """L2 penalty: the ES maximises mean return - weight_decay * mean(params ** 2)"""
+    bias: bool | None = None
+    """controller bias (default: the paper's choice for the game, no bias for TakeCover, else bias)"""
+    eval_every: int = 25
+    """evaluate the ES mean on --eval-episodes episodes every N generations; 0 = never"""
+    eval_episodes: int = 1024
+    """episodes of each evaluation of the ES mean"""
+    out: str | None = None
+    """run folder (default runs/cmaes/<env>__<seed>)"""
+
+
+def run_dir(args: TrainArgs) -> Path:
+    return Path(args.out) if args.out else Path("runs/cmaes") / f"{args.env.replace('/', '_')}__{args.seed}"
+
+
+class SeededNormal:
+    """pycma's N(0, 1) source (its ``randn`` option), reseeded before every ``ask``.
+
+    pycma otherwise draws from NumPy's global RNG; reseeding from (seed, generation) makes each
+    generation's candidates depend only on the pickled ES state and the generation, so a resumed run
+    samples exactly what an uninterrupted one would.
+    """
+
+    def __init__(self) -> None:
+        self.rng = np.random.default_rng(0)
+
+    def reseed(self, *keys: int) -> None:
+        self.rng = np.random.default_rng(list(keys))
+
+    def __call__(self, *shape: int) -> np.ndarray:
+        return self.rng.standard_normal(shape)
+
+
+def new_es(n_params: int, args: TrainArgs) -> cma.CMAEvolutionStrategy:
+    options = {
+        "popsize": args.popsize,
+        "seed": np.nan,
+        "randn": SeededNormal(),
+        "verbose": -9,
+        "verb_log": 0,
+        "verb_disp": 0,
+    }
+    return cma.CMAEvolutionStrategy(np.zeros(n_params), args.sigma0, options)
+
+
+def penalised_costs(fitness: np.ndarray, solutions: np.ndarray, weight_decay: float) -> np.ndarray:
+    """pycma minimises: cost = -(fitness - weight_decay * mean(x ** 2)), so large weights cost more.
+
+    (The original World Models helper added the decay to the negated reward with the opposite sign,
+    rewarding large weights.)
+    """
+    return -(fitness - weight_decay * np.mean(np.square(solutions), axis=1))
+
+
+@dataclass
+class RunState:
+    """Everything a run needs to continue: the ES, finished generations, history, best candidate so far."""
+
+    es: cma.CMAEvolutionStrategy
+    generation: int
+    history: np.ndarray
+    best_params: np.ndarray
+    best_fitness: float
+
+
+_STATE_KEYS = ("es", "generation", "history", "best_params", "best_fitness")
+
+
+def save_checkpoint(path: Path, state: RunState) -> None:
+    """One atomic file: a killed write leaves the previous checkpoint intact."""
+    save_arrays(
+        path,
+        {
+            "es": np.frombuffer(state.es.pickle_dumps(), np.uint8),
+            "generation": np.asarray(state.generation),
+            "history": state.history,
+            "best_params": state.best_params,
+            "best_fitness": np.asarray(state.best_fitness),
+        },
+    )
+
+
+def load_checkpoint(path: Path) -> RunState:
+    data = load_arrays(path, _STATE_KEYS)
+    # The ES is pycma's own pickle. It is local run state that this run wrote into its own folder, not
+    # a file a user downloads; controllers, the files that are shared, are safetensors + JSON.
+    es = pickle.loads(data["es"].tobytes())
+    return RunState(es, int(data["generation"]), data["history"], data["best_params"], float(data["best_fitness"]))
+
+
+def _check_same_run(out: Path, args: TrainArgs) -> None:
+    saved = load_json(out / "args.json")
+    current = dataclasses.asdict(args)
+    diff = {k: (saved.get(k), v) for k, v in current.items() if k not in _RESUMABLE and saved.get(k) != v}
+    if diff:
+        changes = ", ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in diff.items())
+        raise ValueError(f"{out} holds a run with other settings ({changes}); pass another --out to start a new run")
+
+
+def _save_outputs(out: Path, state: RunState, config: ControllerConfig, args: TrainArgs) -> None:
+    """best/ and mean/ controllers, fitness.csv and fitness.png for the state after a generation."""
+    provenance = {
+        "trained_by": "agents.cmaes",
+        "env_id": args.env,
+        "seed": args.seed,
+        "generation": state.generation,
+        "run": str(out),
+    }
+    LinearController(config, state.best_params).save(out / "best", {**provenance, "fitness": state.best_fitness})
+    LinearController(config, state.es.mean).save(out / "mean", provenance)
+    write_csv(out / "fitness.csv", state.history)
+    plot_fitness(out / "fitness.png", state.history, f"CMA-ES on {args.env}")
+
+
+def train(args: TrainArgs) -> Path:
+    """Runs (or resumes) CMA-ES until ``args.generations`` generations are done; returns the run folder."""
+    if min(args.popsize, args.episodes, args.generations) < 1 or min(args.eval_every, args.seed) < 0:
+        raise ValueError("--popsize, --episodes and --generations must be >= 1, --eval-every and --seed >= 0")
+    out = run_dir(args)
+    checkpoint = out / "checkpoint" / "state.npz"
+    config = probe_config(args, args.bias)
+    if checkpoint.exists():
+        _check_same_run(out, args)
+        try:
+            state = load_checkpoint(checkpoint)
+        except ShardError as err:
+            raise CheckpointError(f"cannot resume: {err}") from err
+        if len(state.best_params) != config.n_params:
+            raise ValueError(f"{checkpoint}: {len(state.best_params)} parameters, the env needs {config.n_params}")
+    else:
+        save_json(out / "args.json", dataclasses.asdict(args))
+        empty = np.zeros((0, len(COLUMNS)))
+        state = RunState(new_es(config.n_params, args), 0, empty, np.zeros(config.n_params), -np.inf)
+    evaluator = make_evaluator(args, config)
+    writer = SummaryWriter(str(out / "tb"), purge_step=state.generation or None)
+    bar = tqdm(
+        range(state.generation, args.generations),
+        initial=state.generation,
+        total=args.generations,
+        desc=f"cmaes {args.env}",
+    )
+    try:
+        for gen in bar:
+            row = run_generation(state, evaluator, args, gen)
+            log_row(writer, row)
+            _save_outputs(out, state, config, args)
+            save_checkpoint(checkpoint, state)  # last: the commit point of this generation
+            bar.set_postfix(best=f"{row[1]:.1f}", mean=f"{row[2]:.1f}")
+    finally:
+        writer.close()
+        evaluator.close()
+    return out
+
+
+def run_generation(state: RunState, evaluator: Evaluator, args: TrainArgs, gen: int) -> np.ndarray:
+    """Ask, score, tell (and maybe evaluate the ES mean); updates ``state`` and returns the history row."""
+    start = time.perf_counter()
+    state.es.opts["randn"].reseed(args.seed, gen, _SAMPLE_STREAM)
+    solutions = np.asarray(state.es.ask())  # (P, n) float64
+    scores = evaluator.evaluate(solutions, args.episodes, derive_seed(args.seed, gen, _TRAIN_STREAM))
+    fitness = scores.returns.mean(axis=1)
+    state.es.tell(list(solutions), penalised_costs(fitness, solutions, args.weight_decay).tolist())
+    if fitness.max() > state.best_fitness:
+        state.best_params, state.best_fitness = solutions[fitness.argmax()].copy(), float(fitness.max())
+    eval_mean = eval_std = np.nan
+    steps = int(scores.lengths.sum())
+    if args.eval_every and (gen + 1) % args.eval_every == 0:
+        evaluation = evaluator.evaluate(
+            state.es.mean[None], args.eval_episodes, derive_seed(args.seed, gen, _EVAL_STREAM)
+        )
+        eval_mean, eval_std = evaluation.returns.mean(), evaluation.returns.std()
+        steps += int(evaluation.lengths.sum())
+    row = np.array(
+        [
+            gen,
+            fitness.max(),
+            fitness.mean(),
+            fitness.min(),
+            state.es.sigma,
+            eval_mean,
+            eval_std,
+            steps,
+            time.perf_counter() - start,
+        ]
+    )
+    state.history = np.concatenate([state.history, row[None]])
+    state.generation = gen + 1
+    return row
+
+
+def main(argv: list[str] | None = None) -> None:
+    out = train(parse_args(TrainArgs, argv, __doc__))
+    print(f"run folder: {out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,226 @@
+"""The World Models controller C: ``action = squash(tanh(W · obs + b))``, one or a whole population at once.
+
+A :class:`ControllerConfig` fixes the sizes and the action mapping. On a dreamgym env (its
+``metadata["dreamgym_game"]`` names a game spec) the tanh outputs go through the spec's
+``squash_action`` (TakeCover: one output thresholded at ±1/3; CarRacing: steer, (x+1)/2 gas, clipped
+brake). On any other env the mapping comes from the action space: Box scales [-1, 1] into its bounds,
+Discrete(n) takes the argmax of n outputs.
+
+Parameters are a flat vector ``[W.ravel(), b]`` with W of shape (A, D), so a population is a (P, n)
+tensor and :func:`population_outputs` computes all P·E actions of a generation with one einsum. On disk a
+controller is ``controller.safetensors`` (``weight``, ``bias``) plus ``controller.json`` (config, spaces,
+env id, provenance, versions).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from dreamgym.checkpoint import CheckpointError, load_json, load_tensors, save_json, save_tensors, versions
+from dreamgym.games import get_game
+
+ARCHITECTURE = "dreamgym.LinearController/v1"
+CONFIG_FILE = "controller.json"
+WEIGHTS_FILE = "controller.safetensors"
+GAME_KEY = "dreamgym_game"
+
+# The paper's TakeCover controller has no bias (1,088 parameters); CarRacing's has one (867).
+_PAPER_BIAS = {"takecover": False}
+
+
+def space_to_json(space: gym.spaces.Space) -> dict[str, Any]:
+    """A JSON description of a Box or Discrete space, exact enough to detect a mismatched env."""
+    if isinstance(space, gym.spaces.Box):
+        return {
+            "type": "Box",
+            "shape": list(space.shape),
+            "low": space.low.ravel().tolist(),
+            "high": space.high.ravel().tolist(),
+        }
+    if isinstance(space, gym.spaces.Discrete):
+        return {"type": "Discrete", "n": int(space.n), "start": int(space.start)}
+    raise TypeError(f"the linear controller supports Box and Discrete action spaces, not {space}")
+
+
+def env_spaces(env: gym.Env | gym.vector.VectorEnv) -> tuple[gym.spaces.Space, gym.spaces.Space]:
+    """(observation space, action space) of one sub-env, for a single env or a VectorEnv."""
+    if isinstance(env, gym.vector.VectorEnv):
+        return env.single_observation_space, env.single_action_space
+    return env.observation_space, env.action_space
+
+
+@dataclass(frozen=True)
+class ControllerConfig:
+    """Sizes and action mapping of a linear controller.
+
+    Attributes:
+        obs_dim: D, length of the flattened observation.
+        action_out: A, number of tanh outputs.
+        bias: whether the controller has a bias b (A,).
+        action_space: :func:`space_to_json` of the env's action space.
+        game: dreamgym game spec name whose ``squash_action`` maps outputs, or None for the generic mapping.
+        env_id: the env the controller was made for (informative; any env with the same spaces fits).
+    """
+
+    obs_dim: int
+    action_out: int
+    bias: bool
+    action_space: dict[str, Any]
+    game: str | None = None
+    env_id: str | None = None
+
+    @property
+    def n_params(self) -> int:
+        return self.action_out * self.obs_dim + (self.action_out if self.bias else 0)
+
+    @classmethod
+    def for_env(
+        cls, env: gym.Env | gym.vector.VectorEnv, env_id: str | None = None, bias: bool | None = None
+    ) -> ControllerConfig:
+        """The config fitting ``env``; ``bias=None`` takes the paper's choice for the game (default True)."""
+        obs_space, action_space = env_spaces(env)
+        if not isinstance(obs_space, gym.spaces.Box):
+            raise TypeError(f"the linear controller needs a Box observation space, got {obs_space}")
+        game = env.metadata.get(GAME_KEY)
+        if game is not None:
+            outputs = get_game(game).controller_outputs
+        elif isinstance(action_space, gym.spaces.Discrete):
+            outputs = int(action_space.n)
+        else:
+            outputs = int(np.prod(space_to_json(action_space)["shape"]))
+            if not (np.all(np.isfinite(action_space.low)) and np.all(np.isfinite(action_space.high))):
+                raise ValueError(f"cannot scale tanh outputs into the unbounded action space {action_space}")
+        if bias is None:
+            bias = _PAPER_BIAS.get(game, True)
+        return cls(int(np.prod(obs_space.shape)), outputs, bias, space_to_json(action_space), game, env_id)
+
+    def check_env(self, env: gym.Env | gym.vector.VectorEnv, what: str = "controller") -> None:
+        """Raises ValueError naming the difference when ``env`` does not fit this controller."""
+        obs_space, action_space = env_spaces(env)
+        obs_dim = int(np.prod(obs_space.shape))
+        game = env.metadata.get(GAME_KEY)
+        problems = []
+        if obs_dim != self.obs_dim:
+            problems.append(
+                f"observations of size {obs_dim}, the {what} expects {self.obs_dim} "
+                "(a different obs_mode or world model?)"
+            )
+        if space_to_json(action_space) != self.action_space:
+            problems.append(f"action space {action_space}, the {what} expects {self.action_space}")
+        if game != self.game:
+            problems.append(f"game {game!r}, the {what} was made for {self.game!r}")
+        if problems:
+            raise ValueError(f"{what} (made for {self.env_id}) does not fit this env: " + "; ".join(problems))
+
+
+def squash_outputs(config: ControllerConfig, y: np.ndarray) -> np.ndarray:
+    """(N, A) tanh outputs in [-1, 1] -> (N, ...) actions of the env's action space."""
+    if config.game is not None:
+        return get_game(config.game).squash_action(y)
+    space = config.action_space
+    if space["type"] == "Discrete":
+        return (np.argmax(y, axis=-1) + space["start"]).astype(np.int64)
+    low = np.asarray(space["low"], np.float32)
+    high = np.asarray(space["high"], np.float32)
+    scaled = low + (y.astype(np.float32) + 1.0) / 2.0 * (high - low)
+    return scaled.reshape(len(y), *space["shape"])
+
+
+def population_outputs(config: ControllerConfig, params: torch.Tensor, obs: torch.Tensor) -> torch.Tensor:
+    """tanh(W_p · obs_pe + b_p): params (P, n), obs (P, E, D) -> outputs (P, E, A).
+
+    Candidate p acts in its E envs with its own W and b; one einsum serves the whole population.
+    """
+    P, A, D = params.shape[0], config.action_out, config.obs_dim
+    if params.shape != (P, config.n_params) or obs.shape[0] != P or obs.shape[-1] != D:
+        raise ValueError(
+            f"expected params (P, {config.n_params}) and obs (P, E, {D}); "
+            f"got {tuple(params.shape)} and {tuple(obs.shape)}"
+        )
+    weight = params[:, : A * D].reshape(P, A, D)
+    y = torch.einsum("pad,ped->pea", weight, obs)
+    if config.bias:
+        y = y + params[:, A * D :].reshape(P, 1, A)
+    return torch.tanh(y)
+
+
+def population_actions(config: ControllerConfig, params: torch.Tensor, obs: Any, episodes: int) -> np.ndarray:
+    """Actions of P candidates in P·E envs: params (P, n), obs (P·E, ...) (numpy or torch) -> (P·E, ...)."""
+    obs_t = torch.as_tensor(obs, dtype=params.dtype, device=params.device).reshape(len(params), episodes, -1)
+    y = population_outputs(config, params, obs_t)
+    return squash_outputs(config, y.reshape(-1, config.action_out).cpu().numpy())
+
+
+class LinearController:
+    """One controller: a config and its flat parameter vector (n,) float32."""
+
+    def __init__(self, config: ControllerConfig, params: np.ndarray | torch.Tensor | None = None) -> None:
+        flat = np.zeros(config.n_params, np.float32) if params is None else np.asarray(params, np.float32)
+        if flat.shape != (config.n_params,):
+            raise ValueError(f"controller needs {config.n_params} parameters, got shape {flat.shape}")
+        self.config = config
+        self.params = flat
+
+    @property
+    def weight(self) -> np.ndarray:
+        """W (A, D)."""
+        A, D = self.config.action_out, self.config.obs_dim
+        return self.params[: A * D].reshape(A, D)
+
+    @property
+    def bias(self) -> np.ndarray | None:
+        """b (A,) or None."""
+        return self.params[self.config.action_out * self.config.obs_dim :] if self.config.bias else None
+
+    def act(self, obs: np.ndarray) -> Any:
+        """The action for one observation (D,) (any shape with D elements)."""
+        params = torch.from_numpy(self.params)[None]
+        return population_actions(self.config, params, np.asarray(obs)[None], 1)[0]
+
+    def save(self, folder: str | os.PathLike, provenance: dict[str, Any] | None = None) -> Path:
+        """Writes ``controller.safetensors`` + ``controller.json`` into ``folder`` (atomically, each)."""
+        folder = Path(folder)
+        tensors = {"weight": torch.from_numpy(self.weight.copy())}
+        if self.config.bias:
+            tensors["bias"] = torch.from_numpy(self.bias.copy())
+        save_tensors(folder / WEIGHTS_FILE, tensors)
+        save_json(
+            folder / CONFIG_FILE,
+            {
+                "architecture": ARCHITECTURE,
+                "config": dataclasses.asdict(self.config),
+                "provenance": provenance or {},
+                "versions": versions(),
+            },
+        )
+        return folder
+
+    @classmethod
+    def load(cls, folder: str | os.PathLike, env: gym.Env | gym.vector.VectorEnv | None = None) -> LinearController:
+        """Loads a saved controller; with ``env``, fails clearly unless its spaces and game fit."""
+        folder = Path(folder)
+        meta = load_json(folder / CONFIG_FILE, ARCHITECTURE)
+        try:
+            config = ControllerConfig(**meta["config"])
+        except (KeyError, TypeError) as err:
+            raise CheckpointError(f"{folder / CONFIG_FILE}: malformed controller config ({err})") from err
+        tensors = load_tensors(folder / WEIGHTS_FILE)
+        expected = {"weight": (config.action_out, config.obs_dim)} | (
+            {"bias": (config.action_out,)} if config.bias else {}
+        )
+        found = {k: tuple(v.shape) for k, v in tensors.items()}
+        if found != expected:
+            raise CheckpointError(f"{folder / WEIGHTS_FILE}: tensors {found} do not match the config {expected}")
+        parts = [tensors["weight"].reshape(-1)] + ([tensors["bias"]] if config.bias else [])
+        controller = cls(config, torch.cat(parts).to(torch.float32).numpy())
+        if env is not None:
+            config.check_env(env, f"controller {folder}")
+        return controller

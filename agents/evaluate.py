@@ -1,0 +1,101 @@
+"""Score a saved controller over many seeded episodes; optionally record one episode as a GIF.
+
+    python -m agents.evaluate --controller runs/cmaes/dreamgym_TakeCoverLatent-v0__0/mean \
+        --env dreamgym/TakeCoverLatent-v0 --world-model runs/takecover/world_model --episodes 100
+
+Episode k is played from seed ``--seed + k``. Prints ``mean ± std over N episodes`` and writes a JSON
+(default ``<controller>/evaluation.json``) with every episode's return, length and seed. ``--gif PATH``
+records episode 0 from ``env.render()`` (``render_mode="rgb_array"``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from agents.backends import EnvArgs, backend_name, make_evaluator, make_single_env, parse_env_kwargs
+from agents.controller import LinearController
+from agents.rollout import play_episode
+from dreamgym.checkpoint import save_json, versions
+from dreamgym.data import atomic_write
+from training.cli import parse_args
+
+
+@dataclass(frozen=True)
+class EvalArgs(EnvArgs):
+    controller: str | None = None
+    """folder with controller.safetensors + controller.json (required)"""
+    episodes: int = 100
+    """number of episodes"""
+    seed: int = 0
+    """episode k is played from seed + k"""
+    out: str | None = None
+    """JSON report (default <controller>/evaluation.json)"""
+    gif: str | None = None
+    """write a GIF of episode 0 here"""
+
+
+def record_gif(path: str | Path, args: EvalArgs, controller: LinearController, seed: int) -> tuple[float, int]:
+    """Plays one episode from ``seed`` with rgb_array rendering and writes it as a looping GIF."""
+    import imageio.v3 as iio
+
+    env = make_single_env(args, render_mode="rgb_array")
+    frames: list[np.ndarray] = []
+    try:
+        result = play_episode(env, controller.config, controller.params, seed, frames.append)
+        fps = env.metadata.get("render_fps") or 30
+    finally:
+        env.close()
+    atomic_write(path, lambda tmp: iio.imwrite(tmp, np.stack(frames), extension=".gif", duration=1000 / fps, loop=0))
+    return result
+
+
+def evaluate(args: EvalArgs) -> dict[str, Any]:
+    """Scores ``args.controller`` in ``args.env``; returns (and writes) the JSON report."""
+    if args.controller is None:
+        raise ValueError("--controller is required (a folder written by agents.cmaes, e.g. runs/cmaes/<run>/mean)")
+    if args.episodes < 1:
+        raise ValueError(f"--episodes must be >= 1, got {args.episodes}")
+    env = make_single_env(args)
+    try:
+        controller = LinearController.load(args.controller, env)
+    finally:
+        env.close()
+    evaluator = make_evaluator(args, controller.config)
+    try:
+        scores = evaluator.evaluate(controller.params[None], args.episodes, args.seed)
+    finally:
+        evaluator.close()
+    returns = scores.returns[0]
+    report = {
+        "controller": str(args.controller),
+        "env": args.env,
+        "env_kwargs": parse_env_kwargs(args),
+        "backend": backend_name(args),
+        "episodes": args.episodes,
+        "mean": float(returns.mean()),
+        "std": float(returns.std()),
+        "returns": returns.tolist(),
+        "lengths": scores.lengths[0].tolist(),
+        "seeds": scores.seeds[0].tolist(),
+        "versions": versions(),
+    }
+    if args.gif:
+        gif_return, _ = record_gif(args.gif, args, controller, int(scores.seeds[0, 0]))
+        report["gif"] = {"path": str(args.gif), "seed": int(scores.seeds[0, 0]), "return": gif_return}
+    path = Path(args.out) if args.out else Path(args.controller) / "evaluation.json"
+    save_json(path, report)
+    return report | {"report": str(path)}
+
+
+def main(argv: list[str] | None = None) -> None:
+    report = evaluate(parse_args(EvalArgs, argv, __doc__))
+    print(f"{report['env']}: {report['mean']:.1f} ± {report['std']:.1f} over {report['episodes']} episodes")
+    print(f"per-episode returns and seeds: {report['report']}")
+
+
+if __name__ == "__main__":
+    main()

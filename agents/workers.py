@@ -1,0 +1,273 @@
+"""Episode evaluation on many processes: a local worker pool (default) or a Ray cluster (optional extra).
+
+Both run the same task, :func:`run_episode`: one episode of a real (non-batched) env with one candidate's
+parameters and one seed, the env built once per worker process and reused. Episodes follow the seeding
+rule of :func:`agents.rollout.episode_seeds`, so every backend scores a generation identically.
+
+Fault tolerance: a worker that dies (segfault, OOM kill) or takes longer than ``timeout`` seconds on one
+episode is killed and replaced, and its episode is retried, at most ``max_retries`` times per episode,
+after which a RuntimeError names the seed. A Python exception inside an episode is a bug, not bad luck:
+it is raised at once with the worker's traceback. A generation therefore either finishes or fails; it
+never waits forever.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import time
+import traceback
+from collections import deque
+from multiprocessing.connection import Connection, wait
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from agents.controller import ControllerConfig
+from agents.rollout import Scores, env_kwargs_for, episode_seeds, make_env, play_episode
+from dreamgym.envs.dream import resolve_device
+from dreamgym.processes import become_worker, kill_group
+
+_ENVS: dict[str, gym.Env] = {}
+
+
+def _cached_env(env_id: str, env_kwargs: dict[str, Any]) -> gym.Env:
+    """The env of this worker process for (env_id, env_kwargs), built on first use."""
+    key = json.dumps([env_id, env_kwargs], sort_keys=True, default=str)
+    if key not in _ENVS:
+        _ENVS[key] = make_env(env_id, env_kwargs)
+    return _ENVS[key]
+
+
+def run_episode(
+    env_id: str, env_kwargs: dict[str, Any], config: ControllerConfig, params: np.ndarray, seed: int
+) -> tuple[float, int]:
+    """The task every backend runs: (return, length) of one episode of ``params`` (n,) from ``seed``."""
+    return play_episode(_cached_env(env_id, env_kwargs), config, params, seed)
+
+
+def _close_envs() -> None:
+    for env in _ENVS.values():
+        env.close()
+    _ENVS.clear()
+
+
+def _worker_loop(conn: Connection, env_id: str, env_kwargs: dict[str, Any], config: ControllerConfig) -> None:
+    """Builds the env, says ``ready``, then answers (k, params, seed) tasks until the pipe closes."""
+    become_worker(_close_envs)
+    torch.set_num_threads(1)
+    try:
+        _cached_env(env_id, env_kwargs)
+        conn.send(("ready", None))
+        while True:
+            try:
+                k, params, seed = conn.recv()
+            except EOFError:
+                _close_envs()
+                return
+            conn.send(("done", (k, run_episode(env_id, env_kwargs, config, params, seed))))
+    except Exception:  # reported to the parent, which raises it
+        conn.send(("error", traceback.format_exc()))
+
+
+def _count_failure(failures: np.ndarray, k: int, seeds: np.ndarray, why: str, max_retries: int) -> None:
+    """Counts a lost attempt at episode k; raises once it has failed more than ``max_retries`` times."""
+    failures[k] += 1
+    if failures[k] > max_retries:
+        raise RuntimeError(f"episode with seed {seeds[k]} failed {failures[k]} times ({why}); giving up")
+
+
+def _scores(results: dict[int, tuple[float, int]], seeds: np.ndarray, candidates: int, episodes: int) -> Scores:
+    shape = (candidates, episodes)
+    returns = np.array([results[k][0] for k in range(len(seeds))], np.float64).reshape(shape)
+    lengths = np.array([results[k][1] for k in range(len(seeds))], np.int64).reshape(shape)
+    return Scores(returns, lengths, seeds.reshape(shape))
+
+
+class _Worker:
+    """One worker process, its pipe, and the task it is playing (``None`` while idle or starting)."""
+
+    def __init__(self, ctx: Any, env_id: str, env_kwargs: dict[str, Any], config: ControllerConfig) -> None:
+        self.conn, child = ctx.Pipe()
+        self.process = ctx.Process(target=_worker_loop, args=(child, env_id, env_kwargs, config), daemon=True)
+        self.process.start()
+        child.close()
+        self.ready = False
+        self.task: int | None = None
+        self.since = time.monotonic()
+
+    def assign(self, k: int, params: np.ndarray, seed: int) -> None:
+        self.conn.send((k, params, int(seed)))
+        self.task, self.since = k, time.monotonic()
+
+    def kill(self) -> None:
+        kill_group(self.process.pid)
+        self.process.join()
+        self.conn.close()
+
+    def stop(self) -> None:
+        """Closes the pipe so the worker closes its games and exits; kills it if it does not."""
+        self.conn.close()
+        self.process.join(timeout=10)
+        if self.process.is_alive():
+            kill_group(self.process.pid)
+            self.process.join()
+
+
+class PoolEvaluator:
+    """Scores candidates episode by episode on ``workers`` local processes (spawned, one env each)."""
+
+    def __init__(
+        self,
+        env_id: str,
+        env_kwargs: dict[str, Any],
+        config: ControllerConfig,
+        workers: int = 2,
+        timeout: float = 600.0,
+        max_retries: int = 3,
+        startup_timeout: float = 600.0,
+        device: str | torch.device = "cpu",
+    ) -> None:
+        if workers < 1:
+            raise ValueError(f"workers must be >= 1, got {workers}")
+        self.args = (env_id, env_kwargs_for(env_id, env_kwargs, resolve_device(device)), config)
+        self.timeout, self.max_retries, self.startup_timeout = timeout, max_retries, startup_timeout
+        self._ctx = mp.get_context("spawn")
+        self._workers = [_Worker(self._ctx, *self.args) for _ in range(workers)]
+        self.replaced = 0
+
+    def _replace(self, i: int) -> None:
+        self._workers[i].kill()
+        self._workers[i] = _Worker(self._ctx, *self.args)
+        self.replaced += 1
+
+    def evaluate(self, params: np.ndarray, episodes: int, seed: int) -> Scores:
+        params = np.asarray(params, np.float32)
+        seeds = episode_seeds(seed, len(params), episodes).reshape(-1)
+        results: dict[int, tuple[float, int]] = {}
+        pending, failures = deque(range(len(seeds))), np.zeros(len(seeds), np.int64)
+        while len(results) < len(seeds):
+            for w in self._workers:
+                if w.ready and w.task is None and pending:
+                    k = pending.popleft()
+                    w.assign(k, params[k // episodes], seeds[k])
+            wait([w.conn for w in self._workers] + [w.process.sentinel for w in self._workers], timeout=1.0)
+            for i, w in enumerate(self._workers):
+                lost = self._poll(w, results)
+                if lost:
+                    if w.task is not None:
+                        _count_failure(failures, w.task, seeds, lost, self.max_retries)
+                        pending.appendleft(w.task)
+                    self._replace(i)
+        return _scores(results, seeds, len(params), episodes)
+
+    def _poll(self, w: _Worker, results: dict[int, tuple[float, int]]) -> str | None:
+        """Collects ``w``'s messages; returns why it must be replaced (crashed, hung), or None."""
+        try:
+            while w.conn.poll():
+                kind, payload = w.conn.recv()
+                if kind == "error":
+                    self.close()
+                    raise RuntimeError(f"episode worker failed:\n{payload}")
+                if kind == "ready":
+                    w.ready, w.since = True, time.monotonic()
+                else:
+                    k, result = payload
+                    results[k] = result
+                    w.task = None
+        except (EOFError, OSError):
+            return "worker crashed"
+        if not w.process.is_alive():
+            return f"worker crashed with exit code {w.process.exitcode}"
+        elapsed = time.monotonic() - w.since
+        if w.task is not None and elapsed > self.timeout:
+            return f"no result after {self.timeout:g} s"
+        if not w.ready and elapsed > self.startup_timeout:
+            return f"worker not ready after {self.startup_timeout:g} s"
+        return None
+
+    def close(self) -> None:
+        for w in self._workers:
+            w.stop()
+        self._workers = []
+
+
+def _import_ray() -> Any:
+    try:
+        import ray
+    except ImportError as err:
+        raise ImportError("the Ray backend needs the 'ray' extra: pip install 'dreamgym[ray]'") from err
+    return ray
+
+
+class RayEvaluator:
+    """Scores candidates episode by episode as Ray tasks (``address``: ``auto``, ``HOST:PORT``, or None to
+    start a local Ray runtime unless ``RAY_ADDRESS`` is set).
+
+    Same task function and retry rule as :class:`PoolEvaluator`: a task lost with its worker is resubmitted;
+    if no task finishes within ``timeout`` seconds, the unfinished ones are cancelled and resubmitted.
+    """
+
+    def __init__(
+        self,
+        env_id: str,
+        env_kwargs: dict[str, Any],
+        config: ControllerConfig,
+        address: str | None = None,
+        timeout: float = 600.0,
+        max_retries: int = 3,
+        device: str | torch.device = "cpu",
+    ) -> None:
+        self.ray = _import_ray()
+        if not self.ray.is_initialized():
+            # ship this package's code to the cluster's workers; dreamgym itself must be installed there
+            self.ray.init(
+                address=address, log_to_driver=False, runtime_env={"py_modules": [str(Path(__file__).parent)]}
+            )
+        self.args = (env_id, env_kwargs_for(env_id, env_kwargs, resolve_device(device)), config)
+        self.timeout, self.max_retries = timeout, max_retries
+        self._task = self.ray.remote(max_retries=0)(run_episode)
+
+    def evaluate(self, params: np.ndarray, episodes: int, seed: int) -> Scores:
+        ray = self.ray
+        params = np.asarray(params, np.float32)
+        seeds = episode_seeds(seed, len(params), episodes).reshape(-1)
+        failures = np.zeros(len(seeds), np.int64)
+        results: dict[int, tuple[float, int]] = {}
+
+        def submit(k: int) -> Any:
+            return self._task.remote(*self.args, params[k // episodes], int(seeds[k]))
+
+        refs = {submit(k): k for k in range(len(seeds))}
+        while refs:
+            ready, _ = ray.wait(list(refs), num_returns=1, timeout=self.timeout)
+            retry: list[tuple[int, str]] = []
+            for ref in ready:
+                k = refs.pop(ref)
+                if not self._collect(ref, k, results):
+                    retry.append((k, "Ray worker lost"))
+            if not ready:  # nothing finished in time: the unfinished tasks count as hung
+                for ref, k in refs.items():
+                    ray.cancel(ref, force=True)
+                    retry.append((k, f"no result after {self.timeout:g} s"))
+                refs.clear()
+            for k, why in retry:
+                _count_failure(failures, k, seeds, why, self.max_retries)
+                refs[submit(k)] = k
+        return _scores(results, seeds, len(params), episodes)
+
+    def _collect(self, ref: Any, k: int, results: dict[int, tuple[float, int]]) -> bool:
+        """Stores a finished task's result; False when its worker was lost (to be retried)."""
+        try:
+            results[k] = self.ray.get(ref)
+        except self.ray.exceptions.RayTaskError as err:  # a Python exception inside the episode
+            raise RuntimeError(f"episode task failed: {err}") from err
+        except self.ray.exceptions.RayError:  # worker or node lost
+            return False
+        return True
+
+    def close(self) -> None:
+        """Leaves the Ray runtime running (it may be shared); ``ray.shutdown()`` ends a local one."""

@@ -1,0 +1,138 @@
+"""The linear controller: paper parameter counts, action mappings, batched outputs, safe save/load."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+from agents.controller import ControllerConfig, LinearController, population_outputs
+from dreamgym.checkpoint import CheckpointError
+from dreamgym.games import get_game
+
+
+class SpacesEnv(gym.Env):
+    """An env that only declares spaces and metadata, standing in for dreamgym envs of any game."""
+
+    def __init__(self, obs_dim: int, action_space: gym.spaces.Space, game: str | None = None) -> None:
+        self.observation_space = gym.spaces.Box(-np.inf, np.inf, (obs_dim,), np.float32)
+        self.action_space = action_space
+        self.metadata = {"render_modes": []} | ({"dreamgym_game": game} if game else {})
+
+
+def game_env(game: str, obs_dim: int) -> SpacesEnv:
+    return SpacesEnv(obs_dim, get_game(game).action_space, game)
+
+
+def test_paper_parameter_counts() -> None:
+    takecover = ControllerConfig.for_env(game_env("takecover", 64 + 512 + 512))
+    carracing = ControllerConfig.for_env(game_env("carracing", 32 + 256))
+    assert (takecover.n_params, takecover.bias, takecover.action_out) == (1088, False, 1)
+    assert (carracing.n_params, carracing.bias, carracing.action_out) == (867, True, 3)
+    assert ControllerConfig.for_env(game_env("takecover", 1088), bias=True).n_params == 1089
+
+
+def controller_emitting(config: ControllerConfig, outputs: np.ndarray) -> LinearController:
+    """A controller whose tanh outputs on the observation e_0 = (1, 0, ..., 0) equal ``outputs`` (A,)."""
+    weight = np.zeros((config.action_out, config.obs_dim), np.float32)
+    weight[:, 0] = np.arctanh(outputs)
+    bias = np.zeros(config.action_out, np.float32) if config.bias else np.zeros(0, np.float32)
+    return LinearController(config, np.concatenate([weight.ravel(), bias]))
+
+
+def e0(dim: int) -> np.ndarray:
+    obs = np.zeros(dim, np.float32)
+    obs[0] = 1.0
+    return obs
+
+
+@pytest.mark.parametrize(("y", "action"), [(-0.5, 0), (-0.3, 1), (0.0, 1), (0.3, 1), (0.5, 2)])
+def test_takecover_thresholds_at_one_third(y: float, action: int) -> None:
+    config = ControllerConfig.for_env(game_env("takecover", 8))
+    assert controller_emitting(config, np.array([y])).act(e0(8)) == action
+
+
+def test_carracing_steer_gas_brake() -> None:
+    config = ControllerConfig.for_env(game_env("carracing", 6))
+    action = controller_emitting(config, np.array([-0.4, 0.2, -0.6])).act(e0(6))
+    np.testing.assert_allclose(action, [-0.4, 0.6, 0.0], atol=1e-6)  # gas (x+1)/2, negative brake -> 0
+    action = controller_emitting(config, np.array([0.9, -0.8, 0.7])).act(e0(6))
+    np.testing.assert_allclose(action, [0.9, 0.1, 0.7], atol=1e-6)
+
+
+def test_generic_box_is_scaled_into_bounds() -> None:
+    space = gym.spaces.Box(np.array([-2.0, 0.0], np.float32), np.array([2.0, 10.0], np.float32))
+    config = ControllerConfig.for_env(SpacesEnv(4, space))
+    assert (config.game, config.action_out, config.bias) == (None, 2, True)
+    action = controller_emitting(config, np.array([0.5, -0.5])).act(e0(4))
+    np.testing.assert_allclose(action, [1.0, 2.5], atol=1e-5)
+    assert action.dtype == np.float32 and space.contains(action)
+
+
+def test_generic_discrete_is_argmax_with_start() -> None:
+    config = ControllerConfig.for_env(SpacesEnv(4, gym.spaces.Discrete(3, start=-1)))
+    assert config.action_out == 3
+    assert controller_emitting(config, np.array([0.1, -0.2, 0.3])).act(e0(4)) == 1  # argmax 2, start -1
+    # a spec-less Discrete(3) env is argmax too, not the TakeCover thresholds
+    assert ControllerConfig.for_env(SpacesEnv(4, gym.spaces.Discrete(3))).action_out == 3
+
+
+def test_unsupported_spaces_fail_clearly() -> None:
+    with pytest.raises(ValueError, match="unbounded"):
+        ControllerConfig.for_env(SpacesEnv(4, gym.spaces.Box(-np.inf, np.inf, (2,), np.float32)))
+    with pytest.raises(TypeError, match="Box and Discrete"):
+        ControllerConfig.for_env(SpacesEnv(4, gym.spaces.MultiBinary(3)))
+    config = ControllerConfig.for_env(SpacesEnv(4, gym.spaces.Discrete(2)))
+    with pytest.raises(ValueError, match="needs 10 parameters"):
+        LinearController(config, np.zeros(9))
+
+
+def test_population_outputs_match_each_candidate() -> None:
+    """One einsum over (P, E) equals tanh(W_p obs + b_p) computed per candidate and env."""
+    config = ControllerConfig.for_env(game_env("carracing", 5))
+    rng = np.random.default_rng(0)
+    params = rng.normal(size=(4, config.n_params)).astype(np.float32)
+    obs = rng.normal(size=(4, 3, 5)).astype(np.float32)
+    out = population_outputs(config, torch.from_numpy(params), torch.from_numpy(obs)).numpy()
+    for p in range(4):
+        c = LinearController(config, params[p])
+        np.testing.assert_allclose(out[p], np.tanh(obs[p] @ c.weight.T + c.bias), rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="expected params"):
+        population_outputs(config, torch.from_numpy(params), torch.from_numpy(obs[:3]))
+
+
+def test_save_load_round_trip_and_mismatched_env(tmp_path: Path) -> None:
+    env = game_env("takecover", 16)
+    config = ControllerConfig.for_env(env, "dreamgym/TakeCoverDream-v0")
+    controller = LinearController(config, np.random.default_rng(1).normal(size=config.n_params))
+    controller.save(tmp_path / "c", {"generation": 7})
+    meta = json.loads((tmp_path / "c" / "controller.json").read_text())
+    assert meta["config"]["env_id"] == "dreamgym/TakeCoverDream-v0" and meta["provenance"] == {"generation": 7}
+    assert meta["config"]["action_space"] == {"type": "Discrete", "n": 3, "start": 0} and "torch" in meta["versions"]
+
+    loaded = LinearController.load(tmp_path / "c", env)  # a real-game env with the same spaces also fits
+    np.testing.assert_array_equal(loaded.params, controller.params)
+    obs = np.random.default_rng(2).normal(size=16).astype(np.float32)
+    assert loaded.act(obs) == controller.act(obs)
+
+    with pytest.raises(ValueError, match="observations of size 24, the controller .* expects 16"):
+        LinearController.load(tmp_path / "c", game_env("takecover", 24))
+    with pytest.raises(ValueError, match="game 'carracing'"):
+        LinearController.load(tmp_path / "c", game_env("carracing", 16))
+    with pytest.raises(ValueError, match="action space"):
+        LinearController.load(tmp_path / "c", SpacesEnv(16, gym.spaces.Discrete(2), "takecover"))
+
+
+def test_corrupt_or_foreign_files_fail_clearly(tmp_path: Path) -> None:
+    config = ControllerConfig.for_env(game_env("carracing", 4))
+    LinearController(config).save(tmp_path / "c")
+    (tmp_path / "c" / "controller.safetensors").write_bytes(b"not a safetensors file")
+    with pytest.raises(CheckpointError, match="corrupt"):
+        LinearController.load(tmp_path / "c")
+    (tmp_path / "c" / "controller.json").write_text(json.dumps({"architecture": "something else"}))
+    with pytest.raises(CheckpointError, match="architecture"):
+        LinearController.load(tmp_path / "c")
