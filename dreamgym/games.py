@@ -28,7 +28,7 @@ def resize_frame(pixels: np.ndarray, crop_rows: int | None = None) -> np.ndarray
     """Crop an (H, W, 3) uint8 image to its first ``crop_rows`` rows and resize it to 64x64x3 uint8."""
     if crop_rows is not None:
         pixels = pixels[:crop_rows]
-    return np.asarray(Image.fromarray(pixels).resize(FRAME_SHAPE[1::-1], Image.BILINEAR), dtype=np.uint8)
+    return np.array(Image.fromarray(pixels).resize(FRAME_SHAPE[1::-1], Image.BILINEAR), dtype=np.uint8)
 
 
 @dataclass(frozen=True)
