@@ -54,6 +54,7 @@ class GameSpec:
         squash_action: (..., action_out) values in [-1, 1] from a tanh controller -> controller actions.
         controller_outputs: how many tanh outputs the linear controller needs.
         exploration: seeded rng -> a policy ``frame -> action`` for one collection episode.
+        dream_temperature: default tau of the dream (TakeCover: the paper's 1.15).
     """
 
     name: str
@@ -76,6 +77,7 @@ class GameSpec:
     controller_outputs: int
     exploration: Callable[[np.random.Generator], Callable[[np.ndarray], Any]]
     render_fps: int = field(default=30)
+    dream_temperature: float = 1.0
 
     def make_real_env(self, max_episode_steps: int | None = None, **kwargs: Any) -> gym.Env:
         """The real game with its step cap (``max_episode_steps`` overrides the spec's)."""
@@ -147,6 +149,7 @@ TAKECOVER = GameSpec(
     controller_outputs=1,
     exploration=_held_random_actions,
     render_fps=35,
+    dream_temperature=1.15,
 )
 
 

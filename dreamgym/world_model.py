@@ -9,13 +9,21 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from dreamgym.checkpoint import CheckpointError, load_json, load_state_dict, load_tensors, save_json, save_tensors, versions
+from dreamgym.checkpoint import (
+    CheckpointError,
+    load_json,
+    load_state_dict,
+    load_tensors,
+    save_json,
+    save_tensors,
+    versions,
+)
 from dreamgym.games import GameSpec, get_game
 from dreamgym.models.mdnrnn import MDNRNN, MDNRNNConfig
 from dreamgym.models.vae import ConvVAE, VAEConfig

@@ -93,3 +93,13 @@ def tiny_bundle(tmp_path: Path) -> Callable[..., Path]:
         return folder
 
     return build
+
+
+@pytest.fixture
+def one_torch_thread():
+    """One torch thread for the test: test machines are small and shared, and oversubscribed threads make
+    conv training ~10x slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -1,6 +1,6 @@
 """V (ConvVAE) and M (MDN-RNN)."""
 
-from dreamgym.models.mdnrnn import MDNOutput, MDNRNN, MDNRNNConfig, mixture_nll, sample_next_z
+from dreamgym.models.mdnrnn import MDNRNN, MDNOutput, MDNRNNConfig, mixture_nll, sample_next_z
 from dreamgym.models.vae import ConvVAE, VAEConfig, frames_to_tensor, tensor_to_frames
 
 __all__ = [

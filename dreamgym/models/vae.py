@@ -20,13 +20,15 @@ class VAEConfig:
 
 def frames_to_tensor(frames: np.ndarray | torch.Tensor, device: torch.device | str = "cpu") -> torch.Tensor:
     """(B, 64, 64, 3) uint8 frames -> (B, 3, 64, 64) float32 in [0, 1] on ``device``."""
+    if isinstance(frames, np.ndarray) and not frames.flags.writeable:
+        frames = frames.copy()  # torch warns on (and may not share) read-only buffers such as PIL's
     x = torch.as_tensor(frames).to(device)
     return x.permute(0, 3, 1, 2).to(torch.float32).div_(255.0)
 
 
 def tensor_to_frames(x: torch.Tensor) -> np.ndarray:
     """(B, 3, 64, 64) floats in [0, 1] -> (B, 64, 64, 3) uint8 numpy frames."""
-    return (x.detach().clamp(0, 1).mul(255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy())
+    return x.detach().clamp(0, 1).mul(255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
 
 
 class ConvVAE(nn.Module):
@@ -69,9 +71,7 @@ class ConvVAE(nn.Module):
         eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
         return self.decode(mu + eps * torch.exp(0.5 * logvar)), mu, logvar
 
-    def loss(
-        self, x: torch.Tensor, generator: torch.Generator | None = None
-    ) -> tuple[torch.Tensor, dict[str, float]]:
+    def loss(self, x: torch.Tensor, generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict[str, float]]:
         """Summed squared pixel error + KL floored at ``kl_tolerance * Z``, both averaged over the batch."""
         recon, mu, logvar = self(x, generator)
         r_loss = (recon - x).pow(2).sum(dim=(1, 2, 3)).mean()

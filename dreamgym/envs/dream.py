@@ -1,0 +1,350 @@
+"""The dream: M generates every observation, reward and episode end; V only draws the pictures.
+
+:class:`DreamCore` holds N dreams as batched tensors and is the one implementation of the dynamics;
+:class:`DreamEnv` is a ``gymnasium.Env`` over a core of one dream, and
+:class:`~dreamgym.envs.dream_vector.DreamVectorEnv` exposes all N at once.
+
+Rules (the same in both envs):
+
+- Observation ``[z_t, (c_t,) h_t]`` (``obs_mode`` ``zh``, ``zch`` or ``z``): (h_t, c_t) is M's LSTM state after
+  consuming (z_{t-1}, a_{t-1}); h_0 = c_0 = 0 at reset, exactly as in the latent wrapper over the real game.
+- Reset: z_0 = mu + exp(logvar / 2) * eps for one of the bundle's stored initial latents, picked uniformly.
+- Step: M reads ``[z_t, encode(a_t), restart_t]`` (restart = 1 at an episode's first step, if M takes it);
+  z_{t+1} is sampled from the per-dimension mixtures at temperature tau (component by inverse CDF of
+  softmax(log_pi / tau), Gaussian noise scaled by sqrt(tau)).
+- Done: terminated ~ Bernoulli(p) with p = M's calibrated done probability (``done_mode="sample"``), or
+  terminated = p > 0.5 (``done_mode="threshold"``). Truncated once ``max_episode_steps`` steps are taken.
+- Reward: ``survival`` games give +1.0 for every step including the terminal one (the return equals the
+  episode length, as in VizDoom TakeCover); ``predicted`` games give M's reward head for the transition.
+- Randomness: one counter-based draw (:mod:`dreamgym.envs.rng`) per reset or step per env, keyed by the
+  env's seed, so a seed fixes the episode and env i of a vector env seeded ``s + i`` equals a single env
+  seeded ``s + i`` (up to float rounding of batched matrix products).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+from typing import Any, Literal
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from dreamgym.envs.rng import CounterRNG, box_muller, seed_keys
+from dreamgym.games import GameSpec, get_game
+from dreamgym.models.mdnrnn import check_temperature, sample_mixture
+from dreamgym.models.vae import tensor_to_frames
+from dreamgym.world_model import WorldModel
+
+ObsMode = Literal["zh", "zch", "z"]
+DoneMode = Literal["sample", "threshold"]
+OBS_MODES = ("zh", "zch", "z")
+DONE_MODES = ("sample", "threshold")
+GAME_KEY = "dreamgym_game"
+# Dream temperature by game: the paper's TakeCover tau; 1.0 (M's own distribution) otherwise.
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """``auto`` -> cuda when available, else cpu; ``cuda`` without CUDA is an error."""
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={str(device)!r} but CUDA is not available; use 'cpu' or 'auto'")
+    return device
+
+
+def load_world_model(world_model: str | os.PathLike | WorldModel | None, game: str | None,
+                     device: torch.device) -> WorldModel:  # fmt: skip
+    """The bundle on ``device``: a folder, shipped name or loaded model (default: the shipped ``game`` bundle)."""
+    spec = None
+    if game is not None:
+        try:
+            spec = get_game(game)
+        except KeyError as err:
+            raise ValueError(str(err.args[0])) from None
+    if world_model is None:
+        if spec is None:
+            raise ValueError("pass world_model= (bundle folder or shipped name) or game=")
+        world_model = spec.name
+    if isinstance(world_model, WorldModel):
+        same = world_model.device.type == device.type and world_model.device.index in (None, device.index)
+        model = world_model if same else copy.deepcopy(world_model).to(device)
+    elif isinstance(world_model, (str, os.PathLike)):
+        model = WorldModel.load(world_model, device)
+    else:
+        raise TypeError(f"world_model must be a folder, a shipped bundle name or a WorldModel, not {type(world_model)}")
+    if spec is not None and model.config.game != spec.name:
+        raise ValueError(f"the world model is for game {model.config.game!r}, not {spec.name!r}")
+    if model.game.reward_mode == "predicted" and model.mdnrnn.reward is None:
+        raise ValueError(f"game {model.game.name!r} takes rewards from M, but this M has no reward head")
+    return model.eval()
+
+
+def check_obs_mode(obs_mode: str) -> None:
+    if obs_mode not in OBS_MODES:
+        raise ValueError(f"obs_mode must be one of {OBS_MODES}, got {obs_mode!r}")
+
+
+def observation_space(model: WorldModel, obs_mode: str) -> gym.spaces.Box:
+    """Box of [z, (c,) h] for this model: Z + (2H | H | 0) float32 values."""
+    check_obs_mode(obs_mode)
+    cfg = model.config.mdnrnn
+    size = cfg.z_size + {"zh": 1, "zch": 2, "z": 0}[obs_mode] * cfg.hidden_size
+    return gym.spaces.Box(-np.inf, np.inf, (size,), np.float32)
+
+
+def latent_observation(z: torch.Tensor, h: torch.Tensor, c: torch.Tensor, obs_mode: str) -> torch.Tensor:
+    """z (B, Z), h and c (B, H) -> a new (B, D) tensor [z, (c,) h]."""
+    parts = {"zh": (z, h), "zch": (z, c, h), "z": (z,)}[obs_mode]
+    return torch.cat(parts, dim=-1)
+
+
+class ActionChecker:
+    """Validates actions for a Discrete or Box space and returns them as a tensor on ``device``.
+
+    ``batch=None`` checks one action of the space's shape, else a batch (B, *shape). Discrete actions must
+    be integers in range (-> int64 (B,)); Box actions must be finite numbers (-> float32 (B, *shape),
+    clipped to the bounds as the real games' action mapping does). Every problem is one ValueError or
+    TypeError naming it.
+    """
+
+    def __init__(self, space: gym.spaces.Space, batch: int | None, device: torch.device) -> None:
+        if not isinstance(space, (gym.spaces.Discrete, gym.spaces.Box)):
+            raise TypeError(f"dreamgym supports Discrete and Box action spaces, not {space}")
+        self.space, self.device = space, device
+        self.shape = space.shape if batch is None else (batch, *space.shape)
+        if isinstance(space, gym.spaces.Box):
+            self.low = torch.as_tensor(space.low, dtype=torch.float32, device=device)
+            self.high = torch.as_tensor(space.high, dtype=torch.float32, device=device)
+
+    def __call__(self, actions: Any) -> torch.Tensor:
+        if isinstance(actions, torch.Tensor):
+            x = actions.detach()
+        else:
+            array = np.asarray(actions)
+            if array.dtype.kind not in "biuf":
+                raise TypeError(f"actions must be numbers, got {actions!r} (dtype {array.dtype})")
+            x = torch.tensor(array)
+        if tuple(x.shape) != self.shape:
+            raise ValueError(f"action shape {tuple(x.shape)} does not match {self.shape} for action space {self.space}")
+        if x.dtype == torch.bool or x.dtype.is_complex:
+            raise TypeError(f"actions must be real numbers, got dtype {x.dtype}")
+        if isinstance(self.space, gym.spaces.Discrete):
+            return self._discrete(x).reshape(-1)
+        return self._box(x).reshape(-1, *self.space.shape)
+
+    def _discrete(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dtype.is_floating_point:
+            raise TypeError(f"{self.space} actions must be integers, got dtype {x.dtype}")
+        lo, hi = int(self.space.start), int(self.space.start + self.space.n)
+        outside = (x < lo) | (x >= hi)
+        if bool(outside.any()):
+            raise ValueError(f"actions {x[outside].tolist()[:8]} are out of range for {self.space} ({lo}..{hi - 1})")
+        return x.to(self.device, torch.int64)
+
+    def _box(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.to(self.device, torch.float32)
+        if not bool(torch.isfinite(x).all()):
+            raise ValueError(f"actions contain NaN or inf: {x[~torch.isfinite(x)].tolist()[:8]}")
+        return torch.maximum(torch.minimum(x, self.high), self.low)
+
+
+class DreamCore:
+    """N dreams as batched tensors on the world model's device (the dream's one transition function).
+
+    State: z (N, Z), h and c (N, H), restart flags (N,), steps taken (N,), temperatures tau (N,), and the
+    counter-based generator. Each :meth:`reset` or :meth:`step` takes one draw of Z + 2*ceil(Z/2) + 1
+    uniforms per env: Z pick mixture components, 2*ceil(Z/2) give normals (Box-Muller), the last decides
+    done on a step or picks the initial latent on a reset.
+    """
+
+    def __init__(self, model: WorldModel, num_envs: int, temperature: float | Any | None, obs_mode: str,
+                 max_episode_steps: int | None, done_mode: str) -> None:  # fmt: skip
+        """``temperature`` and ``max_episode_steps`` default to the game's (None)."""
+        check_obs_mode(obs_mode)
+        game = model.game
+        if max_episode_steps is None:
+            max_episode_steps = game.max_episode_steps
+        if done_mode not in DONE_MODES:
+            raise ValueError(f"done_mode must be one of {DONE_MODES}, got {done_mode!r}")
+        if isinstance(max_episode_steps, bool) or not isinstance(max_episode_steps, int) or max_episode_steps < 1:
+            raise ValueError(f"max_episode_steps must be a positive integer, got {max_episode_steps!r}")
+        if isinstance(num_envs, bool) or not isinstance(num_envs, int) or num_envs < 1:
+            raise ValueError(f"num_envs must be a positive integer, got {num_envs!r}")
+        self.model, self.game = model, game
+        self.num_envs, self.obs_mode, self.done_mode = num_envs, obs_mode, done_mode
+        self.max_episode_steps = max_episode_steps
+        self.device = model.device
+        cfg = model.config.mdnrnn
+        self.z_size = cfg.z_size
+        self.rng = CounterRNG(num_envs, cfg.z_size + 2 * math.ceil(cfg.z_size / 2) + 1, self.device)
+        with torch.inference_mode():
+            self.z = torch.zeros(num_envs, cfg.z_size, device=self.device)
+            self.h, self.c = model.mdnrnn.initial_state(num_envs, self.device)
+            self.restart = torch.zeros(num_envs, device=self.device)
+            self.steps = torch.zeros(num_envs, dtype=torch.int64, device=self.device)
+        self.set_temperature(game.dream_temperature if temperature is None else temperature)
+
+    def set_temperature(self, temperature: float | Any) -> None:
+        """One tau for all envs or one per env ((N,) sequence or tensor); each finite and > 0."""
+        tau = torch.as_tensor(temperature, dtype=torch.float32).detach()
+        if tau.dim() == 0:
+            tau = tau.expand(self.num_envs)
+        if tuple(tau.shape) != (self.num_envs,):
+            raise ValueError(
+                f"temperature must be a number or have shape ({self.num_envs},), got shape {tuple(tau.shape)}"
+            )
+        check_temperature(tau)
+        with torch.inference_mode():
+            self.tau = tau.to(self.device).clone()
+
+    def seed(self, seeds: list[int], mask: torch.Tensor | None = None) -> None:
+        """New keys from ``seeds`` (one per env) for the envs in ``mask`` (all if None)."""
+        with torch.inference_mode():
+            self.rng.seed(seed_keys(seeds, self.device), mask)
+
+    def _draw(self, advance: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(component uniforms (N, Z), normals (N, Z), last uniform (N,)) of one draw."""
+        u = self.rng.draw(advance)
+        return u[:, : self.z_size], box_muller(u[:, self.z_size : -1])[:, : self.z_size], u[:, -1]
+
+    def _start(self, mask: torch.Tensor | None, noise: torch.Tensor, pick: torch.Tensor) -> None:
+        """New episodes in the envs of ``mask`` (all if None) from a draw's normals (N, Z) and uniforms (N,).
+
+        z_0 = mu + exp(logvar / 2) * noise for the stored initial latent ``pick`` selects; h = c = 0, restart = 1.
+        """
+        if mask is None:
+            mask = torch.ones(self.num_envs, dtype=torch.bool, device=self.device)
+        elif self.device.type == "cpu" and not bool(mask.any()):
+            return  # nothing to start (checked only where it costs no device sync)
+        n = self.model.initial_mu.shape[0]
+        index = (pick * n).to(torch.int64).clamp_(max=n - 1)
+        z0 = torch.addcmul(self.model.initial_mu[index], torch.exp(0.5 * self.model.initial_logvar[index]), noise)
+        rows = mask.unsqueeze(1)
+        self.z = torch.where(rows, z0, self.z)
+        self.h = self.h.masked_fill(rows, 0.0)
+        self.c = self.c.masked_fill(rows, 0.0)
+        self.restart = self.restart.masked_fill(mask, 1.0)
+        self.steps = self.steps.masked_fill(mask, 0)
+
+    @torch.inference_mode()
+    def reset(self, mask: torch.Tensor | None = None) -> None:
+        """New episodes in the envs of ``mask`` (all if None), one draw each."""
+        _, noise, pick = self._draw(mask)
+        self._start(mask, noise, pick)
+
+    @torch.inference_mode()
+    def step(self, action: torch.Tensor, autoreset: torch.Tensor | None = None
+             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
+        """One transition of every dream for encoded actions (N, A) -> reward (N,), terminated, truncated (N,) bool.
+
+        Envs in ``autoreset`` (N,) bool start a new episode instead, from this step's draw (Gymnasium's
+        NEXT_STEP autoreset): their action is ignored, reward 0, not terminated or truncated.
+        """
+        component, noise, last = self._draw()
+        mdnrnn = self.model.mdnrnn
+        out, (self.h, self.c) = mdnrnn.step(self.z, action, self.restart, (self.h, self.c))
+        self.z = sample_mixture(out, self.tau, component, noise)
+        p_done = mdnrnn.done_probability(out.done_logit)
+        terminated = last < p_done if self.done_mode == "sample" else p_done > 0.5
+        reward = torch.ones_like(p_done) if self.game.reward_mode == "survival" else out.reward
+        self.restart = torch.zeros_like(self.restart)
+        self.steps = self.steps + 1
+        truncated = self.steps >= self.max_episode_steps
+        if autoreset is not None:
+            self._start(autoreset, noise, last)
+            reward = reward.masked_fill(autoreset, 0.0)
+            terminated = terminated & ~autoreset
+            truncated = truncated & ~autoreset
+        return reward, terminated, truncated
+
+    def observation(self) -> torch.Tensor:
+        """A new (N, D) tensor [z, (c,) h] (an ordinary tensor, usable with autograd)."""
+        return latent_observation(self.z, self.h, self.c, self.obs_mode)
+
+    @torch.inference_mode()
+    def render(self) -> np.ndarray:
+        """V's decoding of every current z: (N, 64, 64, 3) uint8."""
+        return tensor_to_frames(self.model.vae.decode(self.z))
+
+
+def check_render_mode(render_mode: str | None, modes: list[str]) -> str | None:
+    if render_mode is not None and render_mode not in modes:
+        raise ValueError(f"render_mode must be None or one of {modes}, got {render_mode!r}")
+    return render_mode
+
+
+class DreamEnv(gym.Env[np.ndarray, Any]):
+    """One dream of a world model as a ``gymnasium.Env`` (see the module docstring for the rules).
+
+    Args:
+        world_model: bundle folder, shipped bundle name or loaded :class:`WorldModel` (default: the shipped
+            bundle named after ``game``).
+        game: game spec name; checked against the bundle's (registered ids pass it).
+        temperature: tau of the next-z samples (default 1.15 for TakeCover as in the paper, else 1.0);
+            also a settable attribute.
+        obs_mode: ``zh`` (default), ``zch`` (the paper's TakeCover controller input) or ``z``.
+        device: ``cpu`` (default), ``cuda`` or ``auto``.
+        max_episode_steps: step cap (default: the game's, 2100 for TakeCover).
+        done_mode: ``sample`` (done ~ Bernoulli(p), default) or ``threshold`` (done = p > 0.5).
+        render_mode: None or ``rgb_array`` (V's decoding of z, (64, 64, 3) uint8).
+
+    Example:
+        >>> env = gymnasium.make("dreamgym/TakeCoverDream-v0", world_model="runs/tc")  # doctest: +SKIP
+        >>> obs, info = env.reset(seed=0)  # doctest: +SKIP
+    """
+
+    metadata: dict[str, Any] = {"render_modes": ["rgb_array"], "render_fps": 30}
+
+    def __init__(self, world_model: str | os.PathLike | WorldModel | None = None, *, game: str | None = None,
+                 temperature: float | None = None, obs_mode: ObsMode = "zh", device: str | torch.device = "cpu",
+                 max_episode_steps: int | None = None, done_mode: DoneMode = "sample",
+                 render_mode: str | None = None) -> None:  # fmt: skip
+        model = load_world_model(world_model, game, resolve_device(device))
+        self.game: GameSpec = model.game
+        self.core = DreamCore(model, 1, temperature, obs_mode, max_episode_steps, done_mode)
+        self.observation_space = observation_space(model, obs_mode)
+        self.action_space = copy.deepcopy(self.game.action_space)
+        self.metadata = {**self.metadata, "render_fps": self.game.render_fps, GAME_KEY: self.game.name}
+        self.render_mode = check_render_mode(render_mode, self.metadata["render_modes"])
+        self._check_action = ActionChecker(self.action_space, None, self.core.device)
+        self._seeded = False
+        self._needs_reset = True
+
+    @property
+    def temperature(self) -> float:
+        return float(self.core.tau[0])
+
+    @temperature.setter
+    def temperature(self, value: float) -> None:
+        if np.ndim(value) != 0:
+            raise ValueError(f"a single dream takes one temperature, got {value!r}")
+        self.core.set_temperature(value)
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict]:
+        """New episode; ``seed`` fixes it (an env never seeded takes a key from ``np_random``)."""
+        super().reset(seed=seed)
+        if seed is not None or not self._seeded:
+            self.core.seed([seed if seed is not None else int(self.np_random.integers(2**63))])
+            self._seeded = True
+        self.core.reset()
+        self._needs_reset = False
+        return self.core.observation()[0].cpu().numpy(), {}
+
+    def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict]:
+        if self._needs_reset:
+            raise gym.error.ResetNeeded("call reset() before step(): no episode is running")
+        encoded = self.game.encode_action(self._check_action(action))
+        reward, terminated, truncated = self.core.step(encoded)
+        done = torch.stack([terminated[0], truncated[0]]).tolist()
+        self._needs_reset = done[0] or done[1]
+        return self.core.observation()[0].cpu().numpy(), float(reward[0]), done[0], done[1], {}
+
+    def render(self) -> np.ndarray | None:
+        if self.render_mode is None:
+            gym.logger.warn("render() needs render_mode='rgb_array' at construction")
+            return None
+        return self.core.render()[0]

@@ -1,0 +1,177 @@
+"""N dreams stepped by one batched torch call: a natively batched ``gymnasium.vector.VectorEnv``.
+
+Every env follows the rules of :mod:`dreamgym.envs.dream` (it shares :class:`DreamCore` with the single
+env), so env i of a vector env reset with ``seed=s`` plays the episodes of ``DreamEnv`` reset with
+``seed=s + i`` given the same actions. ``step`` has no per-env Python loop: validation, M, sampling, done,
+truncation and autoreset are tensor operations on the chosen device.
+"""
+
+from __future__ import annotations
+
+import copy
+import numbers
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+from gymnasium.vector import AutoresetMode, VectorEnv
+from gymnasium.vector.utils import batch_space
+
+from dreamgym.envs.dream import (
+    GAME_KEY,
+    ActionChecker,
+    DoneMode,
+    DreamCore,
+    ObsMode,
+    check_render_mode,
+    load_world_model,
+    observation_space,
+    resolve_device,
+)  # fmt: skip
+from dreamgym.world_model import WorldModel
+
+Seeds = int | Sequence[int | None] | None
+
+
+class DreamVectorEnv(VectorEnv):
+    """``num_envs`` dreams of one world model, batched on ``device``.
+
+    Args:
+        num_envs: N.
+        world_model, game, obs_mode, max_episode_steps, done_mode, render_mode: as :class:`DreamEnv`
+            (``render()`` gives (N, 64, 64, 3) uint8).
+        temperature: one tau for all envs or a length-N sequence / tensor; also a settable attribute
+            (reads back as an (N,) array).
+        device: ``auto`` (default: cuda when available), ``cpu`` or ``cuda``.
+        autoreset_mode: ``NEXT_STEP`` (default) — the step after an env's episode ends resets it (reward 0,
+            not done) — is the mode Gymnasium's vector wrappers (e.g. ``RecordEpisodeStatistics``) accept.
+            ``SAME_STEP`` resets in the same step and puts the last observation in ``infos["final_obs"]``
+            (``infos["_final_obs"]`` marks which envs), the shape SB3's VecEnv API wants.
+        return_tensors: if True, observations, rewards, terminated and truncated are torch tensors on the
+            device (and actions may be tensors there), so a GPU agent never copies to the host.
+
+    Reset seeding: ``reset(seed=s)`` seeds env i with ``s + i``; ``reset(seed=[s0, s1, ...])`` seeds each
+    env (None keeps an env's stream, or draws a key from ``np_random`` before the first seeding).
+
+    Example:
+        >>> envs = gymnasium.make_vec("dreamgym/TakeCoverDream-v0", 1024, world_model="takecover")  # doctest: +SKIP
+        >>> obs, _ = envs.reset(seed=0)  # doctest: +SKIP
+    """
+
+    metadata: dict[str, Any] = {"render_modes": ["rgb_array"], "render_fps": 30,
+                                "autoreset_mode": AutoresetMode.NEXT_STEP}  # fmt: skip
+
+    def __init__(self, num_envs: int = 1, world_model: str | os.PathLike | WorldModel | None = None, *,
+                 game: str | None = None, temperature: float | Sequence[float] | torch.Tensor | None = None,
+                 obs_mode: ObsMode = "zh", device: str | torch.device = "auto", max_episode_steps: int | None = None,
+                 done_mode: DoneMode = "sample", autoreset_mode: AutoresetMode | str = AutoresetMode.NEXT_STEP,
+                 return_tensors: bool = False, render_mode: str | None = None) -> None:  # fmt: skip
+        mode = AutoresetMode(autoreset_mode)
+        if mode not in (AutoresetMode.NEXT_STEP, AutoresetMode.SAME_STEP):
+            raise ValueError(f"autoreset_mode must be NEXT_STEP or SAME_STEP, got {mode}")
+        model = load_world_model(world_model, game, resolve_device(device))
+        self.game = model.game
+        self.core = DreamCore(model, num_envs, temperature, obs_mode, max_episode_steps, done_mode)
+        self.num_envs = num_envs
+        self.single_observation_space = observation_space(model, obs_mode)
+        self.observation_space = batch_space(self.single_observation_space, num_envs)
+        self.single_action_space = copy.deepcopy(self.game.action_space)
+        self.action_space = batch_space(self.single_action_space, num_envs)
+        self.metadata = {**self.metadata, "autoreset_mode": mode, "render_fps": self.game.render_fps,
+                         GAME_KEY: self.game.name}  # fmt: skip
+        self.render_mode = check_render_mode(render_mode, self.metadata["render_modes"])
+        self.return_tensors = bool(return_tensors)
+        self.device = self.core.device
+        self._check_actions = ActionChecker(self.single_action_space, num_envs, self.device)
+        self._seeded = False
+        self._autoreset: torch.Tensor | None = None  # (N,) envs to reset at the next step; None before reset
+
+    @property
+    def autoreset_mode(self) -> AutoresetMode:
+        return self.metadata["autoreset_mode"]
+
+    @property
+    def temperature(self) -> np.ndarray:
+        """(N,) float32 temperatures (set a number or a length-N sequence)."""
+        return self.core.tau.cpu().numpy().copy()
+
+    @temperature.setter
+    def temperature(self, value: float | Sequence[float] | torch.Tensor) -> None:
+        self.core.set_temperature(value)
+
+    def reset(self, *, seed: Seeds = None, options: dict[str, Any] | None = None) -> tuple[Any, dict[str, Any]]:
+        """Resets every env; see the class docstring for how ``seed`` is spread over the envs."""
+        seeds = self._seed_list(seed)
+        given = [s is not None for s in seeds]
+        if any(given):
+            mask = None if all(given) else torch.tensor(given, device=self.device)
+            self.core.seed([s if s is not None else 0 for s in seeds], mask)
+        self._seeded = True
+        self.core.reset()
+        self._autoreset = torch.zeros(self.num_envs, dtype=torch.bool, device=self.device)
+        return self._output(self.core.observation()), {}
+
+    def _seed_list(self, seed: Seeds) -> list[int | None]:
+        """One seed (or None) per env; before the first seeding, None becomes a key from ``np_random``."""
+        if isinstance(seed, numbers.Integral) and not isinstance(seed, bool):
+            super().reset(seed=int(seed))
+            seeds: list[int | None] = [int(seed) + i for i in range(self.num_envs)]
+        elif seed is None:
+            seeds = [None] * self.num_envs
+        elif isinstance(seed, (Sequence, np.ndarray)) and not isinstance(seed, str):
+            if len(seed) != self.num_envs:
+                raise ValueError(f"reset(seed=...) got {len(seed)} seeds for {self.num_envs} envs")
+            seeds = list(seed)
+        else:
+            raise TypeError(f"seed must be an int, a sequence of {self.num_envs} ints/None, or None; got {seed!r}")
+        if not self._seeded:
+            fresh = self.np_random.integers(2**63, size=self.num_envs)
+            seeds = [int(f) if s is None else s for s, f in zip(seeds, fresh, strict=True)]
+        return seeds
+
+    def step(self, actions: Any) -> tuple[Any, Any, Any, Any, dict[str, Any]]:
+        if self._autoreset is None:
+            raise gym.error.ResetNeeded("call reset() before step()")
+        encoded = self.game.encode_action(self._check_actions(actions))
+        infos: dict[str, Any] = {}
+        if self.autoreset_mode == AutoresetMode.NEXT_STEP:
+            reward, terminated, truncated = self.core.step(encoded, self._autoreset)
+            self._autoreset = terminated | truncated
+        else:
+            reward, terminated, truncated = self.core.step(encoded)
+            done = terminated | truncated
+            infos = self._final_infos(self.core.observation(), done)
+            self.core.reset(done)
+        obs = self.core.observation()
+        return (*self._output(obs, reward, terminated, truncated), infos)  # type: ignore[return-value]
+
+    def _output(self, *tensors: torch.Tensor) -> Any:
+        """Fresh tensors on the device (``return_tensors``) or numpy arrays; one value if one tensor is given."""
+        if self.return_tensors:  # inference tensors cannot enter autograd: give the agent ordinary copies
+            out = tuple(t.clone() if t.is_inference() else t for t in tensors)
+        else:
+            out = tuple(t.cpu().numpy() for t in tensors)
+        return out[0] if len(out) == 1 else out
+
+    def _final_infos(self, final_obs: torch.Tensor, done: torch.Tensor) -> dict[str, Any]:
+        """SAME_STEP infos: ``final_obs`` / ``final_info`` with their ``_`` masks for the envs that ended."""
+        if self.return_tensors:
+            mask = done.clone()
+            return {"final_obs": final_obs, "_final_obs": mask, "final_info": {}, "_final_info": mask.clone()}
+        mask = done.cpu().numpy()
+        if not mask.any():
+            return {}
+        rows = final_obs.cpu().numpy()
+        objects = np.full(self.num_envs, None, dtype=object)
+        for i in np.flatnonzero(mask):  # only the envs that just ended
+            objects[i] = rows[i]
+        return {"final_obs": objects, "_final_obs": mask, "final_info": {}, "_final_info": mask.copy()}
+
+    def render(self) -> np.ndarray | None:
+        if self.render_mode is None:
+            gym.logger.warn("render() needs render_mode='rgb_array' at construction")
+            return None
+        return self.core.render()

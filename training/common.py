@@ -1,0 +1,412 @@
+"""The one training loop every stage shares: devices, exact resume, logging, held-out metrics, final weights.
+
+A stage (``training.vae``, ``training.mdnrnn``) builds a :class:`Trainable` — model, optimizer, schedule,
+a seeded noise generator, a batch source that can start at any batch of any epoch, a loss and a held-out
+evaluation — and hands it to :func:`fit`, which owns epochs, checkpoints, TensorBoard and the files of
+the run folder::
+
+    <out>/args.json          the settings of the run (a resume with other settings is refused)
+    <out>/split.json         the training / held-out episodes, frozen at the first start
+    <out>/state.safetensors  resume state: model, optimizer, schedule and generator tensors; the JSON
+                             rest (data position, history, optimizer hyperparameters) in its metadata
+    <out>/tb/                TensorBoard events
+    <out>/model.safetensors + config.json   final weights (written when the run ends)
+    <out>/eval.json          held-out metrics of the final model, plus the per-epoch history
+
+The resume state is one safetensors file written atomically, so a run killed at any moment (SIGKILL
+included) resumes from its last checkpoint by rerunning the same command, and ends with the same weights
+as an uninterrupted run: data order and sampling noise are functions of (seed, epoch, batch) or of the
+saved generator state, never of wall time. Rerunning a finished run is a no-op that prints its results.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+from tqdm import tqdm
+
+from dreamgym.checkpoint import (
+    CheckpointError,
+    load_json,
+    load_state_dict,
+    load_tensors,
+    save_json,
+    save_tensors,
+    versions,
+)
+from dreamgym.data import atomic_write, split_holdout
+
+STATE_FILE = "state.safetensors"
+ARGS_FILE = "args.json"
+SPLIT_FILE = "split.json"
+EVAL_FILE = "eval.json"
+MODEL_FILE = "model.safetensors"
+CONFIG_FILE = "config.json"
+TB_DIR = "tb"
+
+# Settings that may change between a run and its resume without changing its result.
+VOLATILE_ARGS = frozenset({"device", "threads", "checkpoint_minutes", "checkpoint_steps", "log_every"})
+
+
+@dataclass(frozen=True)
+class TrainArgs:
+    """Settings every training stage has (stages subclass this with their own fields)."""
+
+    out: str = "runs/run"
+    """run folder (rerun the same command to resume; a finished run is not retrained)"""
+    device: str = "auto"
+    """cpu, cuda, cuda:N or auto (cuda when available)"""
+    threads: int | None = None
+    """torch CPU threads (default: torch's own choice)"""
+    seed: int = 0
+    """seed of initialisation, data order and sampling noise"""
+    epochs: int = 1
+    """passes over the training episodes"""
+    max_steps: int | None = None
+    """stop after this many optimizer steps (default: no cap)"""
+    lr: float = 1e-3
+    """Adam learning rate"""
+    holdout: float = 0.05
+    """fraction of episodes held out for evaluation"""
+    max_episodes: int | None = None
+    """train on a seeded random subset of at most this many episodes (default: all)"""
+    checkpoint_minutes: float = 5.0
+    """save the resume state at least this often"""
+    checkpoint_steps: int | None = None
+    """also save it every this many optimizer steps"""
+    log_every: int = 10
+    """TensorBoard training scalars every this many steps"""
+
+
+def resolve_device(name: str) -> torch.device:
+    """``cpu``, ``cuda``, ``cuda:N`` or ``auto`` -> a torch device; asking for an absent GPU is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as err:
+        raise ValueError(f"unknown device {name!r}: use cpu, cuda, cuda:N or auto") from err
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} requested but torch sees no CUDA GPU; use --device cpu or auto")
+    if device.type not in ("cpu", "cuda"):
+        raise ValueError(f"unsupported device {name!r}: use cpu, cuda, cuda:N or auto")
+    return device
+
+
+def set_threads(threads: int | None) -> None:
+    if threads is not None:
+        if threads < 1:
+            raise ValueError(f"threads must be >= 1, got {threads}")
+        torch.set_num_threads(threads)
+
+
+def seeded_module(build: Callable[[], torch.nn.Module], seed: int) -> torch.nn.Module:
+    """Builds a module whose initial weights depend only on ``seed``, leaving torch's global RNG untouched."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return build()
+
+
+def numpy_rng(*keys: int) -> np.random.Generator:
+    """A generator determined by ``keys`` (e.g. seed, epoch): data order never depends on run history."""
+    return np.random.default_rng(np.random.SeedSequence(list(keys)))
+
+
+def torch_generator(device: torch.device, *keys: int) -> torch.Generator:
+    """A torch generator on ``device`` seeded from ``keys``."""
+    seed = int(np.random.SeedSequence(list(keys)).generate_state(1, np.uint64)[0] >> 1)
+    return torch.Generator(device=device).manual_seed(seed)
+
+
+# --- run folder files ----------------------------------------------------------------------------
+
+
+def check_args(out: Path, args: Any) -> None:
+    """Records ``args`` in a new run folder, or checks a resumed run has the same result-defining settings."""
+    current = {k: v for k, v in dataclasses.asdict(args).items() if k not in VOLATILE_ARGS}
+    path = out / ARGS_FILE
+    if path.is_file():
+        saved = {k: v for k, v in load_json(path).items() if k not in VOLATILE_ARGS}
+        diff = {k: (saved[k], current[k]) for k in saved.keys() & current.keys() if saved[k] != current[k]}
+        if diff:
+            changes = ", ".join(f"{k}: run has {a!r}, command has {b!r}" for k, (a, b) in sorted(diff.items()))
+            raise ValueError(f"{out} holds a run with other settings ({changes}); resume with the same settings "
+                             "or choose a new --out")  # fmt: skip
+    else:
+        save_json(path, dataclasses.asdict(args))
+
+
+def frozen_split(
+    out: Path, paths: Sequence[Path], holdout: float, seed: int, max_train: int | None
+) -> tuple[list[Path], list[Path]]:
+    """(train, held-out) episode files of the run, chosen at its first start and reused on every resume.
+
+    Freezing the lists keeps a resumed run exact even if more episodes appeared in the data folder since.
+    """
+    path = out / SPLIT_FILE
+    if path.is_file():
+        saved = load_json(path)
+        return [Path(p) for p in saved["train"]], [Path(p) for p in saved["holdout"]]
+    if len(paths) < 2:
+        raise ValueError(f"need at least 2 episodes (one held out), found {len(paths)}")
+    train, held = split_holdout(list(paths), holdout, seed)
+    if not held:
+        raise ValueError(f"--holdout {holdout} holds out no episode; use a fraction > 0")
+    if max_train is not None and max_train < len(train):
+        keep = np.sort(numpy_rng(seed, 1).choice(len(train), size=max_train, replace=False))
+        train = [train[i] for i in keep]
+    save_json(path, {"train": [str(p) for p in train], "holdout": [str(p) for p in held]})
+    return train, held
+
+
+def save_model(
+    folder: Path, model: torch.nn.Module, architecture: str, config: Any, provenance: dict[str, Any]
+) -> None:
+    """Final weights: ``model.safetensors`` + ``config.json`` (architecture, config, provenance, versions)."""
+    save_tensors(folder / MODEL_FILE, model.state_dict())
+    save_json(folder / CONFIG_FILE, {"architecture": architecture, "config": dataclasses.asdict(config),
+                                     "provenance": provenance, "versions": versions()})  # fmt: skip
+
+
+def load_model(folder: str | os.PathLike, architecture: str, config_cls: type, model_cls: type,
+               device: torch.device | str = "cpu") -> torch.nn.Module:  # fmt: skip
+    """Loads weights written by :func:`save_model`; a foreign or corrupt file raises CheckpointError."""
+    folder = Path(folder)
+    meta = load_json(folder / CONFIG_FILE, architecture)
+    try:
+        model = model_cls(config_cls(**meta["config"]))
+    except (KeyError, TypeError) as err:
+        raise CheckpointError(f"{folder / CONFIG_FILE}: malformed {architecture} config ({err})") from err
+    load_state_dict(model, load_tensors(folder / MODEL_FILE), folder / MODEL_FILE)
+    return model.to(device).eval()
+
+
+# --- resume state -------------------------------------------------------------------------------
+
+
+def _pack(obj: Any, tensors: dict[str, torch.Tensor], key: str) -> Any:
+    """Nested state (dicts with any keys, tuples, tensors) -> JSON, moving tensors into ``tensors``."""
+    if isinstance(obj, torch.Tensor):
+        tensors[key] = obj.detach().to("cpu").contiguous().clone()
+        return {"__tensor__": key}
+    if isinstance(obj, dict):
+        return {"__dict__": [[k, _pack(v, tensors, f"{key}.{k}")] for k, v in obj.items()]}
+    if isinstance(obj, tuple):
+        return {"__tuple__": [_pack(v, tensors, f"{key}.{i}") for i, v in enumerate(obj)]}
+    if isinstance(obj, list):
+        return [_pack(v, tensors, f"{key}.{i}") for i, v in enumerate(obj)]
+    if obj is None or isinstance(obj, (bool, int, float, str)):
+        return obj
+    raise TypeError(f"cannot store {type(obj).__name__} at {key} in a run state")
+
+
+def _unpack(obj: Any, tensors: dict[str, torch.Tensor]) -> Any:
+    if isinstance(obj, list):
+        return [_unpack(v, tensors) for v in obj]
+    if isinstance(obj, dict):
+        if "__tensor__" in obj:
+            return tensors.get(obj["__tensor__"])
+        if "__tuple__" in obj:
+            return tuple(_unpack(v, tensors) for v in obj["__tuple__"])
+        return {k: _unpack(v, tensors) for k, v in obj["__dict__"]}
+    return obj
+
+
+def save_state(path: Path, state: dict[str, Any]) -> None:
+    """Atomically writes a nested state dict as one safetensors file (JSON skeleton in its metadata)."""
+    tensors: dict[str, torch.Tensor] = {}
+    skeleton = json.dumps(_pack(state, tensors, "s"))
+    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata={"dreamgym_run_state": skeleton}))
+
+
+def load_state(path: Path, tensors: bool = True) -> dict[str, Any]:
+    """Reads :func:`save_state`'s file; ``tensors=False`` reads only the JSON part (tensors become None)."""
+    try:
+        with safe_open(str(path), "pt") as f:
+            skeleton = json.loads((f.metadata() or {})["dreamgym_run_state"])
+            values = {k: f.get_tensor(k) for k in f.keys()} if tensors else {}  # noqa: SIM118
+    except (SafetensorError, OSError, KeyError, json.JSONDecodeError) as err:
+        raise CheckpointError(f"{path}: corrupt or foreign run state ({type(err).__name__}: {err})") from err
+    return _unpack(skeleton, values)
+
+
+@dataclass
+class Progress:
+    """Where a run is: epochs done, batches done in the current epoch, optimizer steps, eval history."""
+
+    epoch: int = 0
+    batch: int = 0
+    step: int = 0
+    finished: bool = False
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+def run_finished(out: str | os.PathLike) -> bool:
+    """Whether ``out`` holds a run that completed (its final weights and eval.json are written)."""
+    path = Path(out) / STATE_FILE
+    return path.is_file() and bool(load_state(path, tensors=False)["progress"]["finished"])
+
+
+# --- the loop -----------------------------------------------------------------------------------
+
+
+@dataclass
+class Trainable:
+    """What a stage hands :func:`fit`.
+
+    ``batches(epoch, start)`` yields the epoch's batches from batch ``start`` on (the same ones on every
+    call); ``loss(batch)`` returns the loss and scalar metrics; ``evaluate(epoch)`` returns held-out
+    metrics (and may write files such as reconstruction grids). ``generator`` is the stage's noise source,
+    saved with the run.
+    """
+
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    batches: Callable[[int, int], Iterator[Any]]
+    num_batches: int
+    loss: Callable[[Any], tuple[torch.Tensor, dict[str, float]]]
+    evaluate: Callable[[int], dict[str, float]]
+    architecture: str
+    config: Any
+    provenance: dict[str, Any]
+    generator: torch.Generator | None = None
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
+    clip_grad: float | None = None
+
+
+def total_steps(args: TrainArgs, num_batches: int) -> int:
+    steps = args.epochs * num_batches
+    return min(steps, args.max_steps) if args.max_steps is not None else steps
+
+
+def _state(t: Trainable, progress: Progress) -> dict[str, Any]:
+    return {
+        "progress": dataclasses.asdict(progress),
+        "model": t.model.state_dict(),
+        "optimizer": t.optimizer.state_dict(),
+        "scheduler": t.scheduler.state_dict() if t.scheduler is not None else None,
+        "generator": t.generator.get_state() if t.generator is not None else None,
+    }
+
+
+def _restore(t: Trainable, state: dict[str, Any]) -> Progress:
+    t.model.load_state_dict(state["model"])
+    t.optimizer.load_state_dict(state["optimizer"])
+    if t.scheduler is not None:
+        t.scheduler.load_state_dict(state["scheduler"])
+    if t.generator is not None:
+        t.generator.set_state(state["generator"])
+    return Progress(**state["progress"])
+
+
+def fit(args: TrainArgs, name: str, build: Callable[[Path, torch.device], Trainable]) -> dict[str, Any]:
+    """Trains (or resumes, or skips if finished) the stage ``build`` describes; returns the final eval.json."""
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    check_args(out, args)
+    if run_finished(out):
+        print(f"{name}: already finished; weights in {out / MODEL_FILE}, metrics in {out / EVAL_FILE}")
+        return load_json(out / EVAL_FILE)
+    set_threads(args.threads)
+    device = resolve_device(args.device)
+    t = build(out, device)
+    if t.num_batches < 1:
+        raise ValueError(f"{name}: no training batches (no training episodes?)")
+    progress = Progress()
+    if (out / STATE_FILE).is_file():
+        progress = _restore(t, load_state(out / STATE_FILE))
+        print(f"{name}: resuming at epoch {progress.epoch + 1}, batch {progress.batch}, step {progress.step}")
+    from torch.utils.tensorboard import SummaryWriter
+
+    writer = SummaryWriter(str(out / TB_DIR), purge_step=progress.step or None)
+    total = total_steps(args, t.num_batches)
+    last_save = time.monotonic()
+
+    def checkpoint() -> None:
+        nonlocal last_save
+        save_state(out / STATE_FILE, _state(t, progress))
+        writer.flush()
+        last_save = time.monotonic()
+
+    def record_eval(epoch: int) -> None:
+        scores = t.evaluate(epoch)
+        for key, value in scores.items():
+            writer.add_scalar(f"heldout/{key}", value, progress.step)
+        metrics = {"epoch": epoch + 1, "step": progress.step, **scores}
+        progress.history.append(metrics)
+        print(f"{name}: " + ", ".join(f"{k} {v:.5g}" for k, v in metrics.items()))
+
+    while progress.epoch < args.epochs:
+        if progress.batch < t.num_batches and progress.step < total:
+            bar = tqdm(
+                total=t.num_batches, initial=progress.batch, desc=f"{name} epoch {progress.epoch + 1}/{args.epochs}"
+            )
+            for batch in t.batches(progress.epoch, progress.batch):
+                metrics = _train_step(t, batch)
+                progress.batch += 1
+                progress.step += 1
+                bar.update()
+                bar.set_postfix(loss=f"{metrics['loss']:.4g}", refresh=False)
+                if progress.step % args.log_every == 0:
+                    for key, value in metrics.items():
+                        writer.add_scalar(f"train/{key}", value, progress.step)
+                if progress.step >= total:
+                    break
+                if (args.checkpoint_steps and progress.step % args.checkpoint_steps == 0) or (
+                    time.monotonic() - last_save >= 60 * args.checkpoint_minutes
+                ):
+                    checkpoint()
+            bar.close()
+        if progress.batch >= t.num_batches:
+            record_eval(progress.epoch)
+            progress.epoch += 1
+            progress.batch = 0
+            checkpoint()
+        if progress.step >= total:
+            break
+    if not progress.history or progress.history[-1]["step"] != progress.step:
+        record_eval(progress.epoch)
+        checkpoint()
+
+    save_model(
+        out,
+        t.model,
+        t.architecture,
+        t.config,
+        {**t.provenance, "args": dataclasses.asdict(args), "steps": progress.step},
+    )
+    result = {**progress.history[-1], "history": progress.history}
+    save_json(out / EVAL_FILE, result)
+    progress.finished = True
+    checkpoint()
+    writer.close()
+    print(f"{name}: finished; weights in {out / MODEL_FILE}, metrics in {out / EVAL_FILE}")
+    return result
+
+
+def _train_step(t: Trainable, batch: Any) -> dict[str, float]:
+    t.model.train()
+    t.optimizer.zero_grad(set_to_none=True)
+    loss, metrics = t.loss(batch)
+    if not math.isfinite(loss.item()):
+        raise FloatingPointError(f"loss became {loss.item()} (metrics {metrics}); lower the learning rate")
+    loss.backward()
+    if t.clip_grad is not None:
+        metrics["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(t.model.parameters(), t.clip_grad))
+    t.optimizer.step()
+    metrics["lr"] = t.optimizer.param_groups[0]["lr"]
+    if t.scheduler is not None:
+        t.scheduler.step()
+    return metrics

@@ -1,0 +1,132 @@
+"""Encode every episode once with a trained V, so M trains on latents without re-running V.
+
+    python -m training.encode --vae runs/takecover/vae --episodes data/takecover
+
+For each shard ``episode_000042.npz`` it writes ``<out>/episode_000042.npz`` holding mu and logvar
+(T, Z) float32 of every frame plus the episode's actions, rewards, terminated and truncated flags, so M
+never opens a frame shard. ``<out>`` defaults to ``<episodes>/../latents/<vae run name>``. Latents are
+stored as (mu, log sigma^2), not z: M's training samples a fresh z from them every epoch. The run is
+resumable (finished files are skipped) and refuses a folder encoded by different V weights.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from dreamgym.checkpoint import load_json, save_json
+from dreamgym.data import list_episodes, load_arrays, load_episode, save_arrays
+from dreamgym.models.vae import ConvVAE, frames_to_tensor
+from training.cli import parse_args
+from training.common import MODEL_FILE, resolve_device, set_threads
+from training.vae import load_vae
+
+MANIFEST = "encode.json"
+LATENT_KEYS = ("mu", "logvar", "actions", "rewards", "terminated", "truncated")
+
+
+@dataclass(frozen=True)
+class EncodeArgs:
+    vae: str = "runs/takecover/vae"
+    """V run folder (holds model.safetensors + config.json)"""
+    episodes: str = "data/takecover"
+    """folder of episode shards"""
+    out: str | None = None
+    """latent folder (default: <episodes>/../latents/<name of the V folder>)"""
+    device: str = "auto"
+    """cpu, cuda, cuda:N or auto"""
+    threads: int | None = None
+    """torch CPU threads"""
+    batch_size: int = 512
+    """frames encoded per forward pass"""
+
+
+@dataclass(frozen=True)
+class Latents:
+    """One encoded episode: mu, logvar (T, Z) float32; actions (T, ...); rewards, terminated, truncated (T,)."""
+
+    mu: np.ndarray
+    logvar: np.ndarray
+    actions: np.ndarray
+    rewards: np.ndarray
+    terminated: np.ndarray
+    truncated: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.mu)
+
+
+def default_latent_dir(episodes: str | os.PathLike, vae: str | os.PathLike) -> Path:
+    return Path(episodes).resolve().parent / "latents" / Path(vae).resolve().name
+
+
+def load_latents(path: str | os.PathLike) -> Latents:
+    """Reads one latent file (a ShardError names a corrupt or foreign file)."""
+    return Latents(**load_arrays(path, LATENT_KEYS))
+
+
+@torch.inference_mode()
+def encode_frames(
+    vae: ConvVAE, frames: np.ndarray, device: torch.device, batch_size: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """(T, 64, 64, 3) uint8 -> mu, logvar, each (T, Z) float32."""
+    parts = [
+        vae.encode(frames_to_tensor(frames[i : i + batch_size], device)) for i in range(0, len(frames), batch_size)
+    ]
+    mu = torch.cat([p[0] for p in parts]).cpu().numpy()
+    logvar = torch.cat([p[1] for p in parts]).cpu().numpy()
+    return mu.astype(np.float32), logvar.astype(np.float32)
+
+
+def file_digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def check_manifest(out: Path, vae_dir: Path) -> None:
+    """Records which V encoded ``out``, or refuses to mix latents from another V into it."""
+    digest = file_digest(vae_dir / MODEL_FILE)
+    path = out / MANIFEST
+    if path.is_file():
+        saved = load_json(path)
+        if saved.get("vae_sha256") != digest:
+            raise ValueError(f"{out} holds latents from other V weights ({saved.get('vae')}); "
+                             "delete it or pass another --out")  # fmt: skip
+    else:
+        save_json(path, {"vae": str(vae_dir.resolve()), "vae_sha256": digest})
+
+
+def encode(args: EncodeArgs) -> Path:
+    """Encodes every shard of ``args.episodes`` not yet encoded; returns the latent folder."""
+    set_threads(args.threads)
+    device = resolve_device(args.device)
+    shards = list_episodes(args.episodes)
+    if not shards:
+        raise ValueError(f"no episode shards in {args.episodes!r}")
+    out = Path(args.out) if args.out else default_latent_dir(args.episodes, args.vae)
+    vae = load_vae(args.vae, device)
+    check_manifest(out, Path(args.vae))
+    for stale in out.glob(".episode_*.tmp"):  # left by a killed run
+        stale.unlink()
+    todo = [p for p in shards if not (out / p.name).is_file()]
+    for path in tqdm(todo, desc="encode", total=len(shards), initial=len(shards) - len(todo)):
+        episode = load_episode(path)
+        mu, logvar = encode_frames(vae, episode.frames, device, args.batch_size)
+        save_arrays(out / path.name, {"mu": mu, "logvar": logvar, "actions": episode.actions,
+                                      "rewards": episode.rewards, "terminated": episode.terminated,
+                                      "truncated": episode.truncated})  # fmt: skip
+    print(f"encode: {len(shards)} episodes encoded in {out}")
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    encode(parse_args(EncodeArgs, argv, __doc__))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,222 @@
+"""The whole pipeline, one resumable command: collect -> vae -> encode -> mdnrnn -> bundle.
+
+    python -m training.pipeline --game takecover --preset quick [--out runs/takecover-quick] [--device auto]
+
+Each stage is a function of the run's :class:`Context` that skips or resumes from its own outputs, so a
+killed pipeline is finished by rerunning the same command. Presets: ``quick`` is a smoke-scale demo
+sized for TakeCover on 2 CPU cores (about 15 minutes end to end on an idle machine); ``paper`` uses the
+paper's data and model sizes (hours on a GPU, days on 2 cores). Output folders under ``--out``::
+
+    episodes/  vae/  latents/  mdnrnn/  world_model/
+
+Later stages (controller training in the dream, evaluation in the real game) are further entries of
+:data:`STAGES`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from training.bundle import BundleArgs, build_bundle
+from training.cli import parse_args
+from training.collect import CollectArgs, collect
+from training.encode import EncodeArgs, encode
+from training.mdnrnn import MDNRNNArgs, train_mdnrnn
+from training.vae import VAEArgs, train_vae
+
+
+@dataclass(frozen=True)
+class Preset:
+    """Data and training sizes of one pipeline run (model widths other than M's come from the game spec)."""
+
+    episodes: int
+    """random-policy episodes collected"""
+    vae_epochs: int
+    vae_max_steps: int | None
+    """cap on V's optimizer steps (batches of 100 frames)"""
+    mdnrnn_hidden: int | None
+    """M's LSTM units (None: the game's, 512 for TakeCover)"""
+    mdnrnn_seq_len: int
+    mdnrnn_batch: int
+    mdnrnn_epochs: int
+    num_initial: int
+    """real initial latents stored in the bundle"""
+
+
+PRESETS: dict[str, Preset] = {
+    # ~2 min collection, ~2-3 min V (400 steps = 40k frames), ~1 min encoding, ~2 min M (300 steps) on 2 idle cores.
+    "quick": Preset(
+        episodes=200,
+        vae_epochs=1,
+        vae_max_steps=400,
+        mdnrnn_hidden=256,
+        mdnrnn_seq_len=600,
+        mdnrnn_batch=16,
+        mdnrnn_epochs=25,
+        num_initial=200,
+    ),
+    # The paper: 10k episodes, V 10 epochs, M 512 units ~4k steps of 100 whole episodes (<= 1000 steps).
+    "paper": Preset(
+        episodes=10_000,
+        vae_epochs=10,
+        vae_max_steps=None,
+        mdnrnn_hidden=None,
+        mdnrnn_seq_len=1000,
+        mdnrnn_batch=100,
+        mdnrnn_epochs=42,
+        num_initial=1000,
+    ),
+}
+
+
+@dataclass(frozen=True)
+class PipelineArgs:
+    game: str = "takecover"
+    """game spec name"""
+    preset: str = "quick"
+    """quick or paper"""
+    out: str | None = None
+    """run folder (default: runs/<game>-<preset>)"""
+    device: str = "auto"
+    """cpu, cuda, cuda:N or auto for V and M"""
+    threads: int | None = None
+    """torch CPU threads"""
+    workers: int = 2
+    """collection worker processes"""
+    seed: int = 0
+    """seed of every stage"""
+    stop_after: str | None = None
+    """name of the last stage to run (default: all)"""
+
+
+@dataclass(frozen=True)
+class Context:
+    """What every stage sees: the command line, its preset and the run's folders."""
+
+    args: PipelineArgs
+    preset: Preset
+    out: Path
+
+    @property
+    def episodes(self) -> Path:
+        return self.out / "episodes"
+
+    @property
+    def vae(self) -> Path:
+        return self.out / "vae"
+
+    @property
+    def latents(self) -> Path:
+        return self.out / "latents"
+
+    @property
+    def mdnrnn(self) -> Path:
+        return self.out / "mdnrnn"
+
+    @property
+    def world_model(self) -> Path:
+        return self.out / "world_model"
+
+
+def run_collect(ctx: Context) -> None:
+    a = ctx.args
+    collect(
+        CollectArgs(game=a.game, episodes=ctx.preset.episodes, workers=a.workers, out=str(ctx.episodes), seed=a.seed)
+    )
+
+
+def run_vae(ctx: Context) -> None:
+    a, p = ctx.args, ctx.preset
+    train_vae(
+        VAEArgs(
+            out=str(ctx.vae),
+            device=a.device,
+            threads=a.threads,
+            seed=a.seed,
+            epochs=p.vae_epochs,
+            max_steps=p.vae_max_steps,
+            episodes=str(ctx.episodes),
+            game=a.game,
+        )
+    )
+
+
+def run_encode(ctx: Context) -> None:
+    a = ctx.args
+    encode(
+        EncodeArgs(
+            vae=str(ctx.vae), episodes=str(ctx.episodes), out=str(ctx.latents), device=a.device, threads=a.threads
+        )
+    )
+
+
+def run_mdnrnn(ctx: Context) -> None:
+    a, p = ctx.args, ctx.preset
+    train_mdnrnn(
+        MDNRNNArgs(
+            out=str(ctx.mdnrnn),
+            device=a.device,
+            threads=a.threads,
+            seed=a.seed,
+            epochs=p.mdnrnn_epochs,
+            latents=str(ctx.latents),
+            game=a.game,
+            hidden_size=p.mdnrnn_hidden,
+            seq_len=p.mdnrnn_seq_len,
+            batch_size=p.mdnrnn_batch,
+        )
+    )
+
+
+def run_bundle(ctx: Context) -> None:
+    build_bundle(
+        BundleArgs(
+            vae=str(ctx.vae),
+            mdnrnn=str(ctx.mdnrnn),
+            latents=str(ctx.latents),
+            out=str(ctx.world_model),
+            num_initial=ctx.preset.num_initial,
+            seed=ctx.args.seed,
+        )
+    )
+
+
+STAGES: list[tuple[str, Callable[[Context], None]]] = [
+    ("collect", run_collect),
+    ("vae", run_vae),
+    ("encode", run_encode),
+    ("mdnrnn", run_mdnrnn),
+    ("bundle", run_bundle),
+]
+
+
+def run_pipeline(args: PipelineArgs) -> Context:
+    """Runs (or resumes) every stage in order, printing each one's wall time."""
+    if args.preset not in PRESETS:
+        raise ValueError(f"unknown preset {args.preset!r}; choose from {sorted(PRESETS)}")
+    names = [name for name, _ in STAGES]
+    if args.stop_after is not None and args.stop_after not in names:
+        raise ValueError(f"unknown stage {args.stop_after!r}; stages: {names}")
+    ctx = Context(args, PRESETS[args.preset], Path(args.out or f"runs/{args.game}-{args.preset}"))
+    times: dict[str, float] = {}
+    for name, stage in STAGES:
+        start = time.perf_counter()
+        print(f"== {name} ==", flush=True)
+        stage(ctx)
+        times[name] = time.perf_counter() - start
+        print(f"== {name}: {times[name]:.1f} s ==", flush=True)
+        if name == args.stop_after:
+            break
+    print("pipeline: " + ", ".join(f"{n} {t:.0f} s" for n, t in times.items()) + f"; results in {ctx.out}")
+    return ctx
+
+
+def main(argv: list[str] | None = None) -> None:
+    run_pipeline(parse_args(PipelineArgs, argv, __doc__))
+
+
+if __name__ == "__main__":
+    main()
