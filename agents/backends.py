@@ -15,10 +15,10 @@ from typing import Any
 
 import gymnasium as gym
 
-from agents.controller import ControllerConfig
 from agents.rollout import Evaluator, VectorEvaluator, env_kwargs_for, is_dream, is_dreamgym, make_env
 from agents.workers import PoolEvaluator, RayEvaluator
-from dreamgym.envs.dream import resolve_device
+from dreamgym.controller import ControllerConfig
+from dreamgym.devices import resolve_device
 
 BACKENDS = ("auto", "vector", "pool", "ray")
 

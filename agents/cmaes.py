@@ -26,10 +26,10 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 from agents.backends import EnvArgs, make_evaluator, probe_config
-from agents.controller import ControllerConfig, LinearController
 from agents.rollout import Evaluator, derive_seed
 from agents.runlog import COLUMNS, log_row, plot_fitness, write_csv
 from dreamgym.checkpoint import CheckpointError, load_json, save_json
+from dreamgym.controller import ControllerConfig, LinearController
 from dreamgym.data import ShardError, load_arrays, save_arrays
 from training.cli import parse_args
 

@@ -17,9 +17,9 @@ from typing import Any
 import numpy as np
 
 from agents.backends import EnvArgs, backend_name, make_evaluator, make_single_env, parse_env_kwargs
-from agents.controller import LinearController
 from agents.rollout import play_episode
 from dreamgym.checkpoint import save_json, versions
+from dreamgym.controller import LinearController
 from dreamgym.data import atomic_write
 from training.cli import parse_args
 

@@ -19,8 +19,8 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from agents.controller import ControllerConfig, population_actions
-from dreamgym.envs.dream import resolve_device
+from dreamgym.controller import ControllerConfig, population_actions
+from dreamgym.devices import resolve_device
 
 
 def derive_seed(*keys: int) -> int:

@@ -26,9 +26,9 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from agents.controller import ControllerConfig
 from agents.rollout import Scores, env_kwargs_for, episode_seeds, make_env, play_episode
-from dreamgym.envs.dream import resolve_device
+from dreamgym.controller import ControllerConfig
+from dreamgym.devices import resolve_device
 from dreamgym.processes import become_worker, kill_group
 
 _ENVS: dict[str, gym.Env] = {}

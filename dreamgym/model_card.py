@@ -22,7 +22,7 @@ import numpy as np
 
 from dreamgym.checkpoint import CheckpointError, load_json
 from dreamgym.data import ShardError, atomic_write, list_episodes, load_episode
-from dreamgym.envs.dream import resolve_device
+from dreamgym.devices import resolve_device
 from dreamgym.envs.registration import dream_id, latent_id
 from dreamgym.pictures import latent_traversal, rank_dims, reconstruction_grid, save_png
 from dreamgym.world_model import CONFIG_FILE, WEIGHTS_FILE, WorldModel, resolve_bundle

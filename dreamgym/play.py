@@ -27,7 +27,9 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from dreamgym.envs.dream import DreamEnv, resolve_device
+from dreamgym.controller import LinearController
+from dreamgym.devices import resolve_device
+from dreamgym.envs.dream import DreamEnv
 from dreamgym.envs.latent import LatentObservation
 from dreamgym.envs.registration import dream_id, latent_id
 from dreamgym.games import GAMES, GameSpec
@@ -141,7 +143,7 @@ class PlaySession:
     Args:
         env: a dreamgym dream or latent env with ``render_mode="rgb_array"`` (or any env, without overlay numbers).
         keymap: held directions -> action, or None when the game has no keyboard mapping (controller only).
-        controller: anything with ``act(obs) -> action`` (e.g. ``agents.controller.LinearController``), or None.
+        controller: anything with ``act(obs) -> action`` (e.g. ``dreamgym.controller.LinearController``), or None.
         seed: seed of the first episode (later episodes continue the env's random stream).
         temperature_step: how much one ] or [ changes tau.
 
@@ -395,13 +397,8 @@ def make_play_env(env_id: str, model: WorldModel, obs_mode: str = "zh", temperat
     return gym.make(env_id, **kwargs)
 
 
-def load_controller(folder: str | os.PathLike, env: gym.Env | None = None) -> Any:
-    """A saved ``agents.controller.LinearController`` (checked against ``env`` when given)."""
-    try:
-        from agents.controller import LinearController
-    except ImportError as err:
-        raise ImportError("loading a controller needs the repository's `agents` package: run from the repo root "
-                          "or add it to PYTHONPATH") from err  # fmt: skip
+def load_controller(folder: str | os.PathLike, env: gym.Env | None = None) -> LinearController:
+    """A saved :class:`dreamgym.controller.LinearController` (checked against ``env`` when given)."""
     return LinearController.load(folder, env)
 
 

@@ -26,7 +26,8 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 
 from dreamgym.data import atomic_write
-from dreamgym.envs.dream import DreamEnv, resolve_device
+from dreamgym.devices import resolve_device
+from dreamgym.envs.dream import DreamEnv
 from dreamgym.envs.latent import LatentObservation, ZMode, upscale
 from dreamgym.pictures import decode
 from dreamgym.play import load_controller, obs_mode_for

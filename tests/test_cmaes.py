@@ -19,11 +19,11 @@ from gymnasium.envs.classic_control.cartpole import CartPoleEnv
 
 import agents.cmaes as cmaes
 from agents.cmaes import TrainArgs, load_checkpoint, penalised_costs, train
-from agents.controller import ControllerConfig, LinearController
 from agents.evaluate import EvalArgs, evaluate
 from agents.rollout import VectorEvaluator, make_vector_env, rollout_population
 from agents.runlog import COLUMNS, read_csv
 from agents.workers import PoolEvaluator, RayEvaluator
+from dreamgym.controller import ControllerConfig, LinearController
 
 CARTPOLE_KW = {"max_episode_steps": 100}
 

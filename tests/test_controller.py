@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from agents.controller import ControllerConfig, LinearController, population_outputs
 from dreamgym.checkpoint import CheckpointError
+from dreamgym.controller import ControllerConfig, LinearController, population_outputs
 from dreamgym.games import get_game
 
 

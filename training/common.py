@@ -47,6 +47,7 @@ from dreamgym.checkpoint import (
     versions,
 )
 from dreamgym.data import atomic_write, split_holdout
+from dreamgym.devices import resolve_device
 
 STATE_FILE = "state.safetensors"
 ARGS_FILE = "args.json"
@@ -88,21 +89,6 @@ class TrainArgs:
     """also save it every this many optimizer steps"""
     log_every: int = 10
     """TensorBoard training scalars every this many steps"""
-
-
-def resolve_device(name: str) -> torch.device:
-    """``cpu``, ``cuda``, ``cuda:N`` or ``auto`` -> a torch device; asking for an absent GPU is an error."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError as err:
-        raise ValueError(f"unknown device {name!r}: use cpu, cuda, cuda:N or auto") from err
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {name!r} requested but torch sees no CUDA GPU; use --device cpu or auto")
-    if device.type not in ("cpu", "cuda"):
-        raise ValueError(f"unsupported device {name!r}: use cpu, cuda, cuda:N or auto")
-    return device
 
 
 def set_threads(threads: int | None) -> None:

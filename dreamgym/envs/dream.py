@@ -32,6 +32,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
+from dreamgym.devices import resolve_device
 from dreamgym.envs.rng import CounterRNG, box_muller, seed_keys
 from dreamgym.games import GameSpec, get_game
 from dreamgym.models.mdnrnn import check_temperature, sample_mixture
@@ -44,16 +45,6 @@ OBS_MODES = ("zh", "zch", "z")
 DONE_MODES = ("sample", "threshold")
 GAME_KEY = "dreamgym_game"
 # Dream temperature by game: the paper's TakeCover tau; 1.0 (M's own distribution) otherwise.
-
-
-def resolve_device(device: str | torch.device) -> torch.device:
-    """``auto`` -> cuda when available, else cpu; ``cuda`` without CUDA is an error."""
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device={str(device)!r} but CUDA is not available; use 'cpu' or 'auto'")
-    return device
 
 
 def load_world_model(world_model: str | os.PathLike | WorldModel | None, game: str | None,

@@ -20,6 +20,7 @@ import torch
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
+from dreamgym.devices import resolve_device
 from dreamgym.envs.dream import (
     GAME_KEY,
     ActionChecker,
@@ -29,7 +30,6 @@ from dreamgym.envs.dream import (
     check_render_mode,
     load_world_model,
     observation_space,
-    resolve_device,
 )  # fmt: skip
 from dreamgym.world_model import WorldModel
 

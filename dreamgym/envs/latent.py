@@ -16,6 +16,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
+from dreamgym.devices import resolve_device
 from dreamgym.envs.dream import (
     GAME_KEY,
     ActionChecker,
@@ -23,7 +24,6 @@ from dreamgym.envs.dream import (
     latent_observation,
     load_world_model,
     observation_space,
-    resolve_device,
 )  # fmt: skip
 from dreamgym.games import get_game
 from dreamgym.models.vae import frames_to_tensor, tensor_to_frames
