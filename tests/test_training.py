@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import signal
 import subprocess
@@ -320,10 +321,15 @@ def test_mdnrnn_crash_and_resume_equals_uninterrupted(
 # --- pipeline + bundle ------------------------------------------------------------------------------
 
 
-def test_quick_pipeline_shape_on_synthetic_data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Every stage runs in order on a tiny preset (collection replaced by synthetic shards); a rerun skips them."""
+def test_quick_pipeline_shape_on_synthetic_data(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Every stage runs in order on a tiny preset (collection replaced by synthetic shards, the controller
+    scored in the real game); a rerun skips them."""
     tiny = pipeline_module.Preset(episodes=6, vae_epochs=1, vae_max_steps=2, mdnrnn_hidden=16, mdnrnn_seq_len=20,
-                                  mdnrnn_batch=2, mdnrnn_epochs=1, num_initial=4)  # fmt: skip
+                                  mdnrnn_batch=2, mdnrnn_epochs=1, num_initial=4, cmaes_generations=1,
+                                  cmaes_popsize=4, cmaes_episodes=1, eval_episodes=2)  # fmt: skip
+    monkeypatch.chdir(tmp_path)  # ViZDoom writes _vizdoom.ini into the working folder
     monkeypatch.setitem(pipeline_module.PRESETS, "tiny", tiny)
     collected: list[int] = []
 
@@ -339,6 +345,9 @@ def test_quick_pipeline_shape_on_synthetic_data(tmp_path: Path, monkeypatch: pyt
     assert model.initial_mu.shape == (4, 64)
     firsts = {tuple(load_latents(p).mu[0].tolist()) for p in list_episodes(ctx.latents)}
     assert {tuple(row.tolist()) for row in model.initial_mu} <= firsts
+    report = json.loads((ctx.out / "evaluation.json").read_text())
+    assert report["env"] == "dreamgym/TakeCoverLatent-v0" and len(report["returns"]) == 2
+    assert "real-game score of the dream-trained controller" in capsys.readouterr().out
     stamp = (ctx.mdnrnn / MODEL_FILE).stat().st_mtime_ns
     pipeline_module.run_pipeline(args)
     assert (ctx.mdnrnn / MODEL_FILE).stat().st_mtime_ns == stamp

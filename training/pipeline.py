@@ -1,4 +1,4 @@
-"""The whole pipeline, one resumable command: collect -> vae -> encode -> mdnrnn -> bundle.
+"""The whole pipeline, one resumable command: collect -> vae -> encode -> mdnrnn -> bundle -> controller -> evaluate.
 
     python -m training.pipeline --game takecover --preset quick [--out runs/takecover-quick] [--device auto]
 
@@ -7,10 +7,11 @@ killed pipeline is finished by rerunning the same command. Presets: ``quick`` is
 sized for TakeCover on 2 CPU cores (about 15 minutes end to end on an idle machine); ``paper`` uses the
 paper's data and model sizes (hours on a GPU, days on 2 cores). Output folders under ``--out``::
 
-    episodes/  vae/  latents/  mdnrnn/  world_model/
+    episodes/  vae/  latents/  mdnrnn/  world_model/  controller/  evaluation.json
 
-Later stages (controller training in the dream, evaluation in the real game) are further entries of
-:data:`STAGES`.
+The controller is trained with CMA-ES only inside the dream (``dreamgym/<Game>Dream-v0``) and then
+scored in the real game through the latent wrapper (``dreamgym/<Game>Latent-v0``); the last line printed
+is that real-game score.
 """
 
 from __future__ import annotations
@@ -20,6 +21,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from agents.cmaes import TrainArgs
+from agents.cmaes import train as train_controller
+from agents.evaluate import EvalArgs, evaluate
+from dreamgym.envs.registration import dream_id, latent_id
 from training.bundle import BundleArgs, build_bundle
 from training.cli import parse_args
 from training.collect import CollectArgs, collect
@@ -44,6 +49,12 @@ class Preset:
     mdnrnn_epochs: int
     num_initial: int
     """real initial latents stored in the bundle"""
+    cmaes_generations: int
+    cmaes_popsize: int
+    cmaes_episodes: int
+    """dream episodes per CMA-ES candidate"""
+    eval_episodes: int
+    """real-game episodes scoring the trained controller"""
 
 
 PRESETS: dict[str, Preset] = {
@@ -57,6 +68,10 @@ PRESETS: dict[str, Preset] = {
         mdnrnn_batch=16,
         mdnrnn_epochs=25,
         num_initial=200,
+        cmaes_generations=20,
+        cmaes_popsize=32,
+        cmaes_episodes=8,
+        eval_episodes=20,
     ),
     # The paper: 10k episodes, V 10 epochs, M 512 units ~4k steps of 100 whole episodes (<= 1000 steps).
     "paper": Preset(
@@ -68,6 +83,10 @@ PRESETS: dict[str, Preset] = {
         mdnrnn_batch=100,
         mdnrnn_epochs=42,
         num_initial=1000,
+        cmaes_generations=200,
+        cmaes_popsize=64,
+        cmaes_episodes=16,
+        eval_episodes=100,
     ),
 }
 
@@ -90,6 +109,10 @@ class PipelineArgs:
     """seed of every stage"""
     stop_after: str | None = None
     """name of the last stage to run (default: all)"""
+    temperature: float | None = None
+    """dream temperature tau for controller training (default: the game's, 1.15 for TakeCover)"""
+    obs_mode: str = "zch"
+    """controller input: zch (the paper's TakeCover [z, c, h]), zh or z"""
 
 
 @dataclass(frozen=True)
@@ -119,6 +142,10 @@ class Context:
     @property
     def world_model(self) -> Path:
         return self.out / "world_model"
+
+    @property
+    def controller(self) -> Path:
+        return self.out / "controller"
 
 
 def run_collect(ctx: Context) -> None:
@@ -184,12 +211,54 @@ def run_bundle(ctx: Context) -> None:
     )
 
 
+def run_controller(ctx: Context) -> None:
+    a, p = ctx.args, ctx.preset
+    train_controller(
+        TrainArgs(
+            env=dream_id(a.game),
+            world_model=str(ctx.world_model),
+            obs_mode=a.obs_mode,
+            temperature=a.temperature,
+            device=a.device,
+            seed=a.seed,
+            generations=p.cmaes_generations,
+            popsize=p.cmaes_popsize,
+            episodes=p.cmaes_episodes,
+            eval_every=0,
+            out=str(ctx.controller),
+        )
+    )
+
+
+def run_evaluate(ctx: Context) -> None:
+    a = ctx.args
+    report = evaluate(
+        EvalArgs(
+            env=latent_id(a.game),
+            world_model=str(ctx.world_model),
+            obs_mode=a.obs_mode,
+            device=a.device,
+            workers=a.workers,
+            controller=str(ctx.controller / "mean"),
+            episodes=ctx.preset.eval_episodes,
+            seed=1_000_000 + a.seed,
+            out=str(ctx.out / "evaluation.json"),
+        )
+    )
+    print(
+        f"real-game score of the dream-trained controller: {report['mean']:.1f} ± {report['std']:.1f} "
+        f"over {len(report['returns'])} episodes"
+    )
+
+
 STAGES: list[tuple[str, Callable[[Context], None]]] = [
     ("collect", run_collect),
     ("vae", run_vae),
     ("encode", run_encode),
     ("mdnrnn", run_mdnrnn),
     ("bundle", run_bundle),
+    ("controller", run_controller),
+    ("evaluate", run_evaluate),
 ]
 
 
