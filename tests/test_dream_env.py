@@ -212,7 +212,7 @@ def test_bad_constructor_arguments_raise(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="one temperature"):
         DreamEnv(model).temperature = [1.0, 2.0]
     if not torch.cuda.is_available():
-        with pytest.raises(ValueError, match="CUDA is not available"):
+        with pytest.raises(ValueError, match="no CUDA GPU"):
             DreamEnv(model, device="cuda")
 
 
