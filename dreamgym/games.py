@@ -105,7 +105,7 @@ def _takecover_frame(obs: dict[str, np.ndarray]) -> np.ndarray:
 
 
 def _takecover_encode(actions: torch.Tensor) -> torch.Tensor:
-    return (actions.reshape(-1, 1).to(torch.float32) - 1.0)
+    return actions.reshape(-1, 1).to(torch.float32) - 1.0
 
 
 def _takecover_squash(x: np.ndarray) -> np.ndarray:
@@ -161,9 +161,7 @@ def _make_carracing(**kwargs: Any) -> gym.Env:
     try:
         import Box2D  # noqa: F401
     except ImportError as err:
-        raise MissingGameError(
-            "CarRacing-v3 needs Box2D: pip install 'gymnasium[box2d]'"
-        ) from err
+        raise MissingGameError("CarRacing-v3 needs Box2D: pip install 'gymnasium[box2d]'") from err
     return gym.make("CarRacing-v3", **kwargs)
 
 

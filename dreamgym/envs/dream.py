@@ -35,7 +35,7 @@ import torch
 from dreamgym.devices import resolve_device
 from dreamgym.envs.rng import CounterRNG, box_muller, seed_keys
 from dreamgym.games import GameSpec, get_game
-from dreamgym.models.mdnrnn import check_temperature, sample_mixture
+from dreamgym.models.mdnrnn import FusedStep, check_temperature, sample_from_logits
 from dreamgym.models.vae import tensor_to_frames
 from dreamgym.world_model import WorldModel
 
@@ -150,6 +150,9 @@ class DreamCore:
     counter-based generator. Each :meth:`reset` or :meth:`step` takes one draw of Z + 2*ceil(Z/2) + 1
     uniforms per env: Z pick mixture components, 2*ceil(Z/2) give normals (Box-Muller), the last decides
     done on a step or picks the initial latent on a reset.
+
+    The state lives in M's :class:`~dreamgym.models.mdnrnn.FusedStep`, which updates it in place; ``z``,
+    ``h``, ``c`` and ``restart`` are views of it (assigning to ``z`` copies into it).
     """
 
     def __init__(self, model: WorldModel, num_envs: int, temperature: float | Any | None, obs_mode: str,
@@ -173,11 +176,35 @@ class DreamCore:
         self.z_size = cfg.z_size
         self.rng = CounterRNG(num_envs, cfg.z_size + 2 * math.ceil(cfg.z_size / 2) + 1, self.device)
         with torch.inference_mode():
-            self.z = torch.zeros(num_envs, cfg.z_size, device=self.device)
-            self.h, self.c = model.mdnrnn.initial_state(num_envs, self.device)
-            self.restart = torch.zeros(num_envs, device=self.device)
+            self._cell = FusedStep(model.mdnrnn, num_envs)  # holds z, h, action, restart and c
+            self._restart = self._cell.restart if cfg.restart_flag else torch.zeros(num_envs, device=self.device)
             self.steps = torch.zeros(num_envs, dtype=torch.int64, device=self.device)
         self.set_temperature(game.dream_temperature if temperature is None else temperature)
+
+    @property
+    def z(self) -> torch.Tensor:
+        """(N, Z) current latents (a view of the state buffer; assigning copies into it)."""
+        return self._cell.z
+
+    @z.setter
+    def z(self, value: torch.Tensor) -> None:
+        with torch.inference_mode():
+            self._cell.z.copy_(value)
+
+    @property
+    def h(self) -> torch.Tensor:
+        """(N, H) LSTM hidden states (a view of the state buffer)."""
+        return self._cell.h
+
+    @property
+    def c(self) -> torch.Tensor:
+        """(N, H) LSTM cell states."""
+        return self._cell.c
+
+    @property
+    def restart(self) -> torch.Tensor:
+        """(N,) 1.0 where the next step is an episode's first."""
+        return self._restart
 
     def set_temperature(self, temperature: float | Any) -> None:
         """One tau for all envs or one per env ((N,) sequence or tensor); each finite and > 0."""
@@ -207,19 +234,30 @@ class DreamCore:
 
         z_0 = mu + exp(logvar / 2) * noise for the stored initial latent ``pick`` selects; h = c = 0, restart = 1.
         """
-        if mask is None:
-            mask = torch.ones(self.num_envs, dtype=torch.bool, device=self.device)
-        elif self.device.type == "cpu" and not bool(mask.any()):
-            return  # nothing to start (checked only where it costs no device sync)
+        if mask is not None and self.device.type != "cpu":  # masked writes to every env: no device sync
+            z0 = self._initial_z(pick, noise)
+            rows = mask.unsqueeze(1)
+            torch.where(rows, z0, self.z, out=self.z)
+            self.h.masked_fill_(rows, 0.0)
+            self.c.masked_fill_(rows, 0.0)
+            self._restart.masked_fill_(mask, 1.0)
+            self.steps.masked_fill_(mask, 0)
+            return
+        # on the CPU, write only the rows of the envs that start (usually a few of N)
+        index: slice | torch.Tensor = slice(None) if mask is None else mask.nonzero().squeeze(1)
+        if isinstance(index, torch.Tensor) and len(index) == 0:
+            return
+        self.z[index] = self._initial_z(pick[index], noise[index])
+        self.h[index] = 0.0
+        self.c[index] = 0.0
+        self._restart[index] = 1.0
+        self.steps[index] = 0
+
+    def _initial_z(self, pick: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        """z_0 (B, Z) = mu + exp(logvar / 2) * noise (B, Z) for the stored initial latents ``pick`` (B,) selects."""
         n = self.model.initial_mu.shape[0]
         index = (pick * n).to(torch.int64).clamp_(max=n - 1)
-        z0 = torch.addcmul(self.model.initial_mu[index], torch.exp(0.5 * self.model.initial_logvar[index]), noise)
-        rows = mask.unsqueeze(1)
-        self.z = torch.where(rows, z0, self.z)
-        self.h = self.h.masked_fill(rows, 0.0)
-        self.c = self.c.masked_fill(rows, 0.0)
-        self.restart = self.restart.masked_fill(mask, 1.0)
-        self.steps = self.steps.masked_fill(mask, 0)
+        return torch.addcmul(self.model.initial_mu[index], torch.exp(0.5 * self.model.initial_logvar[index]), noise)
 
     @torch.inference_mode()
     def reset(self, mask: torch.Tensor | None = None) -> None:
@@ -236,20 +274,20 @@ class DreamCore:
         NEXT_STEP autoreset): their action is ignored, reward 0, not terminated or truncated.
         """
         component, noise, last = self._draw()
-        mdnrnn = self.model.mdnrnn
-        out, (self.h, self.c) = mdnrnn.step(self.z, action, self.restart, (self.h, self.c))
-        self.z = sample_mixture(out, self.tau, component, noise)
-        p_done = mdnrnn.done_probability(out.done_logit)
+        self._cell.action.copy_(action)
+        out = self._cell()  # h and c updated in place
+        self.z.copy_(sample_from_logits(out.logits, out.mu, out.log_sigma, self.tau, component, noise))
+        p_done = self.model.mdnrnn.done_probability(out.done_logit)
         terminated = last < p_done if self.done_mode == "sample" else p_done > 0.5
-        reward = torch.ones_like(p_done) if self.game.reward_mode == "survival" else out.reward
-        self.restart = torch.zeros_like(self.restart)
-        self.steps = self.steps + 1
+        reward = torch.ones_like(p_done) if self.game.reward_mode == "survival" else out.reward.clone()
+        self._restart.zero_()
+        self.steps += 1
         truncated = self.steps >= self.max_episode_steps
         if autoreset is not None:
             self._start(autoreset, noise, last)
-            reward = reward.masked_fill(autoreset, 0.0)
-            terminated = terminated & ~autoreset
-            truncated = truncated & ~autoreset
+            reward.masked_fill_(autoreset, 0.0)
+            terminated &= ~autoreset
+            truncated &= ~autoreset
         return reward, terminated, truncated
 
     def observation(self) -> torch.Tensor:

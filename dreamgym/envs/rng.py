@@ -23,11 +23,16 @@ _LANE_SALT = 0x632BE5AB
 
 def hash32(x: torch.Tensor) -> torch.Tensor:
     """A bijective avalanche hash of 32-bit values held in an int64 tensor (any shape)."""
-    x = x ^ (x >> 16)  # a new tensor: the rest works in place
+    return hash32_(x.clone(), torch.empty_like(x))
+
+
+def hash32_(x: torch.Tensor, scratch: torch.Tensor) -> torch.Tensor:
+    """:func:`hash32` in place in ``x``, using ``scratch`` (same shape) for the shifts: no allocation."""
+    x.bitwise_xor_(torch.bitwise_right_shift(x, 16, out=scratch))
     x.mul_(0x21F0AAAD).bitwise_and_(MASK32)
-    x.bitwise_xor_(x >> 15)
+    x.bitwise_xor_(torch.bitwise_right_shift(x, 15, out=scratch))
     x.mul_(0x735A2D97).bitwise_and_(MASK32)
-    return x.bitwise_xor_(x >> 15)
+    return x.bitwise_xor_(torch.bitwise_right_shift(x, 15, out=scratch))
 
 
 def _seed_int(seed: object) -> int:
@@ -48,7 +53,7 @@ def seed_keys(seeds: Sequence[int], device: torch.device | str = "cpu") -> torch
 
 def to_unit_float(x: torch.Tensor) -> torch.Tensor:
     """32-bit hashes -> float32 uniforms in (0, 1) with 24 random bits (exact in float32)."""
-    return ((x >> 8).to(torch.float32) + 0.5) * (1.0 / (1 << 24))
+    return (x >> 8).to(torch.float32).add_(0.5).mul_(1.0 / (1 << 24))
 
 
 def box_muller(u: torch.Tensor) -> torch.Tensor:
@@ -66,6 +71,10 @@ class CounterRNG:
         self.keys = torch.zeros(num_envs, 2, dtype=torch.int64, device=device)
         self.counters = torch.zeros(num_envs, dtype=torch.int64, device=device)
         self.lane_codes = hash32(torch.arange(lanes, dtype=torch.int64, device=device) + _LANE_SALT)
+        # draw()'s work buffers: it allocates only its result
+        self._stream, self._stream_scratch = torch.empty_like(self.counters), torch.empty_like(self.counters)
+        self._bits = torch.empty(num_envs, lanes, dtype=torch.int64, device=device)
+        self._scratch = torch.empty_like(self._bits)
 
     def seed(self, keys: torch.Tensor, mask: torch.Tensor | None = None) -> None:
         """Gives the envs in ``mask`` (all if None) new (N, 2) ``keys`` and restarts their counters."""
@@ -81,8 +90,10 @@ class CounterRNG:
 
         Envs outside ``advance`` get numbers too (the batch stays whole) but will draw them again.
         """
-        stream = hash32(self.keys[:, 1] ^ hash32(self.keys[:, 0] ^ (self.counters & MASK32)))  # (N,)
-        x = hash32(stream.unsqueeze(1) ^ self.lane_codes)  # (N, L)
+        # stream = hash32(k1 ^ hash32(k0 ^ counter)) (N,); x = hash32(stream ^ lane code) (N, L)
+        stream = torch.bitwise_and(self.counters, MASK32, out=self._stream).bitwise_xor_(self.keys[:, 0])
+        stream = hash32_(hash32_(stream, self._stream_scratch).bitwise_xor_(self.keys[:, 1]), self._stream_scratch)
+        x = hash32_(torch.bitwise_xor(stream.unsqueeze(1), self.lane_codes, out=self._bits), self._scratch)
         if advance is None:
             self.counters += 1
         else:

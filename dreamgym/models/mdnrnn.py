@@ -1,7 +1,8 @@
 """M: an LSTM over [z, action(, restart)] predicting the next z as a Gaussian mixture, plus reward and done.
 
 One set of weights serves sequence training (:meth:`MDNRNN.forward`, cuDNN/oneDNN LSTM over (B, T))
-and single-step stepping in the dream (:meth:`MDNRNN.step`, one fused ``lstm_cell`` for B envs).
+and single-step stepping (:meth:`MDNRNN.step`, one fused ``lstm_cell`` for B envs; :class:`FusedStep`, the
+same step with packed weights and preallocated buffers for the dream's hot loop).
 The mixture, reward and done heads are separate linear layers on h.
 
 Done calibration: the done head is trained with BCE whose positive class is weighted by
@@ -125,6 +126,13 @@ class MDNRNN(nn.Module):
         )
         return self.heads(h), (h, c)
 
+    def step_parameters(self) -> list[torch.Tensor]:
+        """The parameters :meth:`step` uses (LSTM weights and biases, then every head's)."""
+        lstm = self.lstm
+        heads = [m for m in (self.mdn, self.done, self.reward) if m is not None]
+        return [lstm.weight_ih_l0, lstm.weight_hh_l0, lstm.bias_ih_l0, lstm.bias_hh_l0,
+                *(p for m in heads for p in (m.weight, m.bias))]  # fmt: skip
+
     def done_probability(self, done_logit: torch.Tensor) -> torch.Tensor:
         """Calibrated P(done): undoes the positive-class weight the done head was trained with."""
         return torch.sigmoid(done_logit - math.log(self.config.done_pos_weight))
@@ -165,6 +173,86 @@ class MDNRNN(nn.Module):
         return loss, metrics
 
 
+class StepHeads(NamedTuple):
+    """Heads of one :class:`FusedStep`: views into its output buffer, overwritten by the next step."""
+
+    logits: torch.Tensor  # (B, Z, K) mixture logits, not normalised (see sample_from_logits)
+    mu: torch.Tensor  # (B, Z, K)
+    log_sigma: torch.Tensor  # (B, Z, K)
+    reward: torch.Tensor  # (B,) (zeros without a reward head)
+    done_logit: torch.Tensor  # (B,) (very negative without a done head)
+
+
+class FusedStep:
+    """:meth:`MDNRNN.step` for a fixed batch of B envs and their state, arranged for speed (the dream's hot loop).
+
+    The state is one buffer ``xh`` (B, Z + H + 1 + A (+1)) laid out [z, h, 1, action(, restart)] plus ``c``
+    (B, H); ``z``, ``h``, ``action`` and ``restart`` are views of it. The four gate pre-activations are then
+    one matrix product ``xh @ W`` with W = [W_ih(z); W_hh; b_ih + b_hh; W_ih(action, restart)] (the constant
+    1 column adds the biases), instead of two products, two bias copies and a sum, its columns ordered
+    i, f, o, g so the three sigmoid gates are one block; the new h is written back into ``xh`` in place.
+    All heads are one product ``[h, 1] @ W_heads`` whose columns are [logits (K, Z), mu (K, Z), log_sigma
+    (K, Z), done, reward]: each (B, Z, K) view then reduces over K along a stride of Z, which vectorises
+    (M's interleaved (Z, K, 3) columns are ~2.5x slower to sample from on CPU). Products go to
+    preallocated buffers. The packed weights are rebuilt whenever M's step parameters change in place
+    (``load_state_dict``, an optimizer step) or move (``.to()``).
+    """
+
+    def __init__(self, model: MDNRNN, batch: int) -> None:
+        cfg = model.config
+        self.model = model
+        z, h, k = cfg.z_size, cfg.hidden_size, cfg.num_mixtures
+        self._sizes = (z, h, k)
+        weight = model.mdn.weight
+        self.xh = weight.new_zeros(batch, cfg.input_size + h + 1)
+        self.xh[:, z + h] = 1.0
+        self.c = weight.new_zeros(batch, h)
+        self.z, self.h = self.xh[:, :z], self.xh[:, z : z + h]
+        self.action = self.xh[:, z + h + 1 : z + h + 1 + cfg.action_dim]
+        self.restart = self.xh[:, -1] if cfg.restart_flag else None
+        self._gates = weight.new_empty(batch, 4 * h)
+        self._heads = weight.new_empty(batch, 3 * k * z + 2)
+        self._zeros, self._never = weight.new_zeros(batch), weight.new_full((batch,), -30.0)
+        self._params = model.step_parameters()
+        self._key: list[tuple[int, int]] = []
+
+    def _pack(self) -> None:
+        """(Re)builds the packed weights when a parameter of M's step changed since the last pack."""
+        key = [(p.data_ptr(), p._version) for p in self._params]
+        if key == self._key:
+            return
+        m, (z, h, k) = self.model, self._sizes
+        with torch.no_grad():
+            w_ih = m.lstm.weight_ih_l0.t()  # (input, 4H)
+            bias = (m.lstm.bias_ih_l0 + m.lstm.bias_hh_l0)[None]
+            w = torch.cat([w_ih[:z], m.lstm.weight_hh_l0.t(), bias, w_ih[z:]])  # columns: gates i, f, g, o
+            self._w_gates = torch.cat([w[:, : 2 * h], w[:, 3 * h :], w[:, 2 * h : 3 * h]], dim=1).contiguous()
+            # M's mixture columns are ordered (z, k, part); reorder to (part, k, z)
+            w_mdn = m.mdn.weight.view(z, k, 3, h).permute(2, 1, 0, 3).reshape(-1, h)
+            b_mdn = m.mdn.bias.view(z, k, 3).permute(2, 1, 0).reshape(-1)
+            extra = [(head.weight, head.bias) if head is not None else (w_mdn.new_zeros(1, h), w_mdn.new_zeros(1))
+                     for head in (m.done, m.reward)]  # fmt: skip
+            weights = torch.cat([w_mdn, *(w for w, _ in extra)])  # (3KZ + 2, H)
+            biases = torch.cat([b_mdn, *(b for _, b in extra)])
+            self._w_heads = torch.cat([weights.t(), biases[None]]).contiguous()  # (H + 1, 3KZ + 2)
+        self._key = key
+
+    def __call__(self) -> StepHeads:
+        """One step from [z, h, action(, restart)]: updates h (in ``xh``) and ``c`` in place; returns the heads."""
+        self._pack()
+        z, h, k = self._sizes
+        gates = torch.mm(self.xh, self._w_gates, out=self._gates)  # (B, 4H): i, f, o, g
+        gates[:, : 3 * h].sigmoid_()
+        cell = gates[:, 3 * h :].tanh_()
+        self.c.mul_(gates[:, h : 2 * h]).addcmul_(gates[:, :h], cell)  # c = f * c + i * g
+        torch.tanh(self.c, out=self.h).mul_(gates[:, 2 * h : 3 * h])  # h = o * tanh(c)
+        out = torch.mm(self.xh[:, z : z + h + 1], self._w_heads, out=self._heads)
+        logits, mu, log_sigma = out[:, : 3 * k * z].unflatten(1, (3, k, z)).transpose(2, 3).unbind(1)
+        reward = out[:, -1] if self.model.reward is not None else self._zeros
+        done = out[:, -2] if self.model.done is not None else self._never
+        return StepHeads(logits, mu, log_sigma, reward, done)
+
+
 def mixture_nll(out: MDNOutput, target: torch.Tensor) -> torch.Tensor:
     """Negative log-likelihood of target (..., Z) under the per-dimension mixtures -> (..., Z)."""
     x = target.unsqueeze(-1)
@@ -180,14 +268,30 @@ def sample_mixture(
     The component is picked by inverse CDF of softmax(log_pi / tau) with ``uniform`` (B, Z) in (0, 1);
     z = mu + sigma * sqrt(tau) * ``noise`` (B, Z) standard normals.
     """
-    scaled = out.log_pi / temperature.view(-1, 1, 1)  # (B, Z, K)
+    return sample_from_logits(out.log_pi, out.mu, out.log_sigma, temperature, uniform, noise)
+
+
+def sample_from_logits(
+    logits: torch.Tensor,
+    mu: torch.Tensor,
+    log_sigma: torch.Tensor,
+    temperature: torch.Tensor,
+    uniform: torch.Tensor,
+    noise: torch.Tensor,
+) -> torch.Tensor:
+    """:func:`sample_mixture` on (B, Z, K) tensors; ``logits`` may be off by a constant per (B, Z) (softmax ignores it).
+
+    Any strides work; reducing over K is fastest when K is not the innermost dimension (see :class:`FusedStep`).
+    """
+    scaled = logits / temperature.view(-1, 1, 1)  # (B, Z, K)
     # Unnormalised CDF of softmax(scaled) (torch's softmax over a last dim of 5 is ~10x slower on CPU).
     cdf = scaled.sub_(scaled.amax(dim=-1, keepdim=True)).exp_().cumsum_(dim=-1)
     target = uniform.unsqueeze(-1) * cdf[..., -1:]  # (B, Z, 1)
-    k = (target > cdf).sum(dim=-1, keepdim=True).clamp_(max=cdf.shape[-1] - 1)
-    mu = out.mu.gather(-1, k).squeeze(-1)
-    sigma = out.log_sigma.gather(-1, k).squeeze(-1).exp_()
-    return torch.addcmul(mu, sigma, noise * temperature.sqrt().unsqueeze(-1))
+    # (target - cdf > 0) == (target > cdf); summing floats avoids a slow bool -> int64 copy
+    k = (target - cdf).gt_(0).sum(dim=-1, keepdim=True).to(torch.int64).clamp_(max=cdf.shape[-1] - 1)
+    chosen_mu = mu.gather(-1, k).squeeze(-1)
+    sigma = log_sigma.gather(-1, k).squeeze(-1).exp_()
+    return torch.addcmul(chosen_mu, sigma, noise * temperature.sqrt().unsqueeze(-1))
 
 
 def sample_next_z(
