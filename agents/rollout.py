@@ -3,10 +3,10 @@
 Every evaluation backend follows one seeding rule, so they give the same episodes: candidate p's episode
 e is env ``k = p * E + e`` and is reset with seed ``seed + k`` (the rule Gymnasium's vector envs apply to
 ``reset(seed=seed)``). :class:`VectorEvaluator` runs a generation of P·E episodes as one VectorEnv of P·E
-envs (a natively batched dream env for dreamgym Dream ids, a ``SyncVectorEnv`` for any other Gymnasium
-id), computing every action with one einsum; :func:`play_episode` is the one-env loop the worker pools
-run (see :mod:`agents.workers`). dreamgym ids are registered by ``import dreamgym``, which importing
-this package does.
+envs (a natively batched dream env for dreamgym Dream ids, which stops computing the envs whose episode
+has ended, a ``SyncVectorEnv`` for any other Gymnasium id), computing every action with one einsum;
+:func:`play_episode` is the one-env loop the worker pools run (see :mod:`agents.workers`). dreamgym ids
+are registered by ``import dreamgym``, which importing this package does.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import torch
 
 from dreamgym.controller import ControllerConfig, population_actions
 from dreamgym.devices import resolve_device
+from dreamgym.envs import DreamVectorEnv
 
 
 def derive_seed(*keys: int) -> int:
@@ -73,29 +74,52 @@ def episode_seeds(seed: int, candidates: int, episodes: int) -> np.ndarray:
     return seed + np.arange(candidates * episodes, dtype=np.int64).reshape(candidates, episodes)
 
 
-def rollout_population(
-    envs: gym.vector.VectorEnv, config: ControllerConfig, params: torch.Tensor, episodes: int, seed: int
-) -> Scores:
+COMPACT_ABOVE = 8
+"""a dream VectorEnv of more envs than this drops its finished envs once they are a quarter of it"""
+
+
+def rollout_population(envs: gym.vector.VectorEnv, config: ControllerConfig, params: torch.Tensor, episodes: int,
+                       seed: int, compact_above: int | None = COMPACT_ABOVE) -> Scores:  # fmt: skip
     """Plays every env of ``envs`` (P·E of them) to the end of its first episode.
 
     Env k acts with candidate ``k // E`` (params (P, n) on the policy's device). With Gymnasium's
     NEXT_STEP autoreset the step after an episode's end is a reset step, so rewards are counted only until
     an env is first done; the loop stops as soon as every env has finished one episode.
+
+    Episode lengths are uneven (the longest is often several times the mean), so a :class:`DreamVectorEnv`
+    stops computing the envs that have finished: whenever a quarter of its envs have finished and it has
+    more than ``compact_above`` envs, it is replaced by its :meth:`~DreamVectorEnv.subset` of playing envs,
+    which continue exactly as they would have. The env-steps computed then stay within 4/3 x (the steps
+    played) + ``compact_above`` x (the longest episode); a subset costs less than a step of its batch.
+    ``compact_above=None`` never compacts; any other VectorEnv is always stepped whole.
     """
     P, n = len(params), envs.num_envs
     if n != P * episodes:
         raise ValueError(f"vector env has {n} envs, expected {P} candidates x {episodes} episodes")
+    compact = compact_above is not None and isinstance(envs, DreamVectorEnv)
     obs, _ = envs.reset(seed=seed)
     returns = np.zeros(n, np.float64)
     lengths = np.zeros(n, np.int64)
     done = np.zeros(n, bool)
+    rows = np.arange(n)  # env i of ``envs`` is env rows[i] of the population
+    actors, per_actor = params, episodes  # env i of ``envs`` acts with actors[i // per_actor]
     while not done.all():
-        actions = population_actions(config, params, obs, episodes)
+        actions = population_actions(config, actors, obs, per_actor)
         obs, reward, terminated, truncated, _ = envs.step(actions)
-        returns += np.where(done, 0.0, _numpy(reward))
-        lengths += ~done
-        done |= _numpy(terminated).astype(bool) | _numpy(truncated).astype(bool)
+        playing = ~done[rows]
+        returns[rows] += np.where(playing, _numpy(reward), 0.0)
+        lengths[rows] += playing
+        done[rows] |= _numpy(terminated).astype(bool) | _numpy(truncated).astype(bool)
+        keep = np.flatnonzero(~done[rows])
+        if compact and len(rows) > compact_above and 0 < 4 * len(keep) <= 3 * len(rows):
+            envs, obs, rows = envs.subset(keep), _take_rows(obs, keep), rows[keep]
+            actors, per_actor = params[torch.as_tensor(rows // episodes, device=params.device)], 1
     return Scores(returns.reshape(P, episodes), lengths.reshape(P, episodes), episode_seeds(seed, P, episodes))
+
+
+def _take_rows(batch: Any, index: np.ndarray) -> Any:
+    """Rows ``index`` of a numpy array or a torch tensor."""
+    return batch[torch.as_tensor(index, device=batch.device)] if isinstance(batch, torch.Tensor) else batch[index]
 
 
 def play_episode(

@@ -15,15 +15,17 @@ import imageio.v3 as iio
 import numpy as np
 import pytest
 import torch
+from conftest import make_tiny_world_model
 from gymnasium.envs.classic_control.cartpole import CartPoleEnv
 
 import agents.cmaes as cmaes
 from agents.cmaes import TrainArgs, load_checkpoint, penalised_costs, train
 from agents.evaluate import EvalArgs, evaluate
-from agents.rollout import VectorEvaluator, make_vector_env, rollout_population
+from agents.rollout import Scores, VectorEvaluator, make_vector_env, rollout_population
 from agents.runlog import COLUMNS, read_csv
 from agents.workers import PoolEvaluator, RayEvaluator
 from dreamgym.controller import ControllerConfig, LinearController
+from dreamgym.envs import DreamVectorEnv
 
 CARTPOLE_KW = {"max_episode_steps": 100}
 
@@ -168,6 +170,38 @@ def test_dream_vector_env_batched_equals_one_by_one(tiny_bundle: Callable[..., P
             alone = evaluator.evaluate(params[p : p + 1], episodes=1, seed=int(batched.seeds[p, e]))
             assert alone.returns[0, 0] == batched.returns[p, e]
     assert len(np.unique(batched.returns)) > 1
+
+
+@pytest.mark.parametrize("game", ["takecover", "carracing"])  # survival and M-predicted rewards
+@pytest.mark.parametrize("return_tensors", [False, True])
+def test_dream_rollout_drops_finished_envs_and_scores_the_same(
+    game: str, return_tensors: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Compacting the dream's batch as episodes end gives the scores of stepping it whole, in far fewer env-steps."""
+    batch_sizes: list[int] = []
+    real_step = DreamVectorEnv.step
+
+    def counted_step(self: DreamVectorEnv, actions: Any) -> Any:
+        batch_sizes.append(self.num_envs)
+        return real_step(self, actions)
+
+    monkeypatch.setattr(DreamVectorEnv, "step", counted_step)
+    model = make_tiny_world_model(game)  # dies with p ~ 0.1 per step: lengths from 1 to the cap of 60
+    config = ControllerConfig.for_env(DreamVectorEnv(1, model, device="cpu"))
+    params = torch.from_numpy(random_population(config, 8))
+
+    def scores(compact_above: int | None) -> tuple[Scores, list[int]]:
+        batch_sizes.clear()
+        envs = DreamVectorEnv(8 * 5, model, device="cpu", max_episode_steps=60, return_tensors=return_tensors)
+        return rollout_population(envs, config, params, 5, seed=4, compact_above=compact_above), list(batch_sizes)
+
+    (whole, whole_sizes), (compacted, sizes) = scores(None), scores(3)
+    np.testing.assert_array_equal(compacted.lengths, whole.lengths)
+    np.testing.assert_allclose(compacted.returns, whole.returns, rtol=1e-5, atol=1e-6)
+    played, longest = int(whole.lengths.sum()), int(whole.lengths.max())
+    assert whole_sizes == [40] * longest and longest > 3 * whole.lengths.mean()  # uneven lengths
+    assert len(sizes) == longest and sizes[-1] < 8  # shrank as envs finished
+    assert sum(sizes) <= 4 / 3 * played + 3 * longest < sum(whole_sizes)  # the documented bound
 
 
 def test_cmaes_trains_in_a_tiny_dream(tiny_bundle: Callable[..., Path], tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ import pytest
 import torch
 from conftest import TINY_Z, make_tiny_world_model
 from gymnasium.vector import AutoresetMode
+from gymnasium.vector.utils import batch_space
 
 import dreamgym  # noqa: F401  (registers the ids)
 from dreamgym.envs import DreamEnv, DreamVectorEnv
@@ -207,3 +208,69 @@ def test_render_decodes_every_env() -> None:
     single = DreamEnv(make_tiny_world_model(), render_mode="rgb_array")
     single.reset(seed=1)
     assert np.abs(frames[1].astype(int) - single.render().astype(int)).max() <= 1
+
+
+@pytest.mark.parametrize("game", ["takecover", "carracing"])  # M with and without the restart flag
+@pytest.mark.parametrize("mode", [AutoresetMode.NEXT_STEP, AutoresetMode.SAME_STEP])
+def test_subset_continues_exactly_like_its_envs(game: str, mode: AutoresetMode) -> None:
+    """Taken mid-episode (some envs ended, some about to autoreset), a subset plays what its envs play here."""
+    temperatures = [0.5, 0.8, 1.0, 1.2, 1.5, 2.0]
+    envs = DreamVectorEnv(N, make_tiny_world_model(game), device="cpu", max_episode_steps=CAP,
+                          temperature=temperatures, autoreset_mode=mode, render_mode="rgb_array")  # fmt: skip
+    envs.reset(seed=3)
+    actions = random_actions(game, 40, seed=1)
+    for t, a in enumerate(actions):  # until an env's episode has just ended (NEXT_STEP: its reset is pending)
+        _, _, terminated, truncated, _ = envs.step(a)
+        if t >= 2 and (terminated | truncated).any():
+            break
+    just_ended = int(np.flatnonzero(terminated | truncated)[0])
+    others = [i for i in (4, 1, 3) if i != just_ended]
+    picked = [others[0], just_ended, others[1]]  # not in increasing order
+    sub = envs.subset(np.array(picked))
+    assert sub.num_envs == 3 and sub.observation_space.shape == (3, envs.single_observation_space.shape[0])
+    assert sub.action_space == batch_space(envs.single_action_space, 3)
+    assert sub.metadata == envs.metadata and sub.render_mode == "rgb_array"
+    np.testing.assert_allclose(sub.temperature, np.array(temperatures)[picked])
+    np.testing.assert_array_equal(sub.render(), envs.render()[picked])
+    ended = 0
+    for a in actions[t + 1 :]:  # both stepped: the subset shares no state with the original
+        full, part = envs.step(a), sub.step(a[picked])
+        assert_close(part[0], full[0][picked])
+        for mine, theirs in zip(part[1:4], full[1:4], strict=True):
+            np.testing.assert_array_equal(mine, theirs[picked])
+        ended_here = part[4].get("_final_obs", np.zeros(3, bool))
+        np.testing.assert_array_equal(ended_here, full[4].get("_final_obs", np.zeros(N, bool))[picked])
+        for i in np.flatnonzero(ended_here):  # SAME_STEP only
+            assert_close(part[4]["final_obs"][i], full[4]["final_obs"][picked[i]])
+        ended += int(part[2].sum() + part[3].sum())
+    assert ended >= 3  # the subset's envs ended episodes and went on into new ones
+
+
+def test_subset_of_a_subset_keeps_tensors_and_seeding() -> None:
+    model = make_tiny_world_model()
+    envs = DreamVectorEnv(N, model, device="cpu", max_episode_steps=CAP, return_tensors=True)
+    envs.reset(seed=0)
+    sub = envs.subset(torch.tensor([5, 2, 0])).subset([2, 0])  # envs 0 and 5
+    obs, reward, *_ = sub.step(torch.ones(2, dtype=torch.int64))
+    assert isinstance(obs, torch.Tensor) and isinstance(reward, torch.Tensor)
+    assert_close(obs.numpy(), envs.step(torch.ones(N, dtype=torch.int64))[0].numpy()[[0, 5]])
+    reseeded, _ = sub.reset(seed=7)  # a subset is a whole VectorEnv: env i is seeded 7 + i
+    np.testing.assert_array_equal(reseeded.numpy(), DreamVectorEnv(2, model, device="cpu").reset(seed=7)[0])
+
+
+@pytest.mark.parametrize(
+    "indices,error,match",
+    [
+        ([], ValueError, "non-empty 1-D"),
+        ([[0, 1]], ValueError, "non-empty 1-D"),
+        ([0, N], ValueError, rf"\[{N}\] are out of range for {N} envs"),
+        ([-1], ValueError, "out of range"),
+        ([1, 2, 1], ValueError, "distinct"),
+        ([0.0, 1.0], TypeError, "integers"),
+        (np.ones(N, bool), TypeError, "flatnonzero"),
+    ],
+)
+def test_subset_rejects_bad_indices(indices, error: type, match: str) -> None:
+    envs = DreamVectorEnv(N, make_tiny_world_model(), device="cpu")
+    with pytest.raises(error, match=match):
+        envs.subset(indices)

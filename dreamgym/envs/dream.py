@@ -219,6 +219,21 @@ class DreamCore:
         with torch.inference_mode():
             self.tau = tau.to(self.device).clone()
 
+    @torch.inference_mode()
+    def take(self, index: torch.Tensor) -> DreamCore:
+        """A new core of the envs ``index`` (B,) selects (distinct int64 indices on the device, in that order).
+
+        Each keeps its whole state (z, h, c, restart flag, steps taken, tau, RNG key and counter), so it
+        continues exactly as it would have here; the world model, settings and M's packed weights are shared,
+        the state is not (this core is unchanged and independent).
+        """
+        core = copy.copy(self)  # model, game and settings
+        core.num_envs = len(index)
+        core._cell = self._cell.take(index)
+        core._restart = core._cell.restart if core._cell.restart is not None else self._restart[index]
+        core.steps, core.tau, core.rng = self.steps[index], self.tau[index], self.rng.take(index)
+        return core
+
     def seed(self, seeds: list[int], mask: torch.Tensor | None = None) -> None:
         """New keys from ``seeds`` (one per env) for the envs in ``mask`` (all if None)."""
         with torch.inference_mode():

@@ -36,6 +36,21 @@ from dreamgym.world_model import WorldModel
 Seeds = int | Sequence[int | None] | None
 
 
+def _env_indices(indices: Any, num_envs: int, device: torch.device) -> torch.Tensor:
+    """Distinct indices of envs (a 1-D sequence, array or tensor of integers in [0, N)) -> int64 (B,) on ``device``."""
+    x = indices.detach().cpu() if isinstance(indices, torch.Tensor) else torch.as_tensor(np.asarray(indices))
+    if x.dim() != 1 or len(x) == 0:
+        raise ValueError(f"indices must be a non-empty 1-D sequence of env indices, got shape {tuple(x.shape)}")
+    if x.dtype == torch.bool or x.dtype.is_floating_point or x.dtype.is_complex:
+        raise TypeError(f"indices must be integers, got dtype {x.dtype} (for a mask, pass np.flatnonzero(mask))")
+    outside = (x < 0) | (x >= num_envs)
+    if bool(outside.any()):
+        raise ValueError(f"indices {x[outside].tolist()[:8]} are out of range for {num_envs} envs")
+    if len(x.unique()) != len(x):
+        raise ValueError(f"indices must be distinct, got {x.tolist()[:16]}")
+    return x.to(device, torch.int64)
+
+
 class DreamVectorEnv(VectorEnv):
     """``num_envs`` dreams of one world model, batched on ``device``.
 
@@ -55,6 +70,7 @@ class DreamVectorEnv(VectorEnv):
 
     Reset seeding: ``reset(seed=s)`` seeds env i with ``s + i``; ``reset(seed=[s0, s1, ...])`` seeds each
     env (None keeps an env's stream, or draws a key from ``np_random`` before the first seeding).
+    :meth:`subset` continues some of the envs, exactly, in a smaller vector env.
 
     Example:
         >>> envs = gymnasium.make_vec("dreamgym/TakeCoverDream-v0", 1024, world_model="takecover")  # doctest: +SKIP
@@ -73,21 +89,42 @@ class DreamVectorEnv(VectorEnv):
         if mode not in (AutoresetMode.NEXT_STEP, AutoresetMode.SAME_STEP):
             raise ValueError(f"autoreset_mode must be NEXT_STEP or SAME_STEP, got {mode}")
         model = load_world_model(world_model, game, resolve_device(device))
-        self.game = model.game
-        self.core = DreamCore(model, num_envs, temperature, obs_mode, max_episode_steps, done_mode)
-        self.num_envs = num_envs
-        self.single_observation_space = observation_space(model, obs_mode)
-        self.observation_space = batch_space(self.single_observation_space, num_envs)
-        self.single_action_space = copy.deepcopy(self.game.action_space)
-        self.action_space = batch_space(self.single_action_space, num_envs)
-        self.metadata = {**self.metadata, "autoreset_mode": mode, "render_fps": self.game.render_fps,
-                         GAME_KEY: self.game.name}  # fmt: skip
-        self.render_mode = check_render_mode(render_mode, self.metadata["render_modes"])
-        self.return_tensors = bool(return_tensors)
-        self.device = self.core.device
-        self._check_actions = ActionChecker(self.single_action_space, num_envs, self.device)
+        core = DreamCore(model, num_envs, temperature, obs_mode, max_episode_steps, done_mode)
+        self._setup(core, mode, check_render_mode(render_mode, self.metadata["render_modes"]), bool(return_tensors))
         self._seeded = False
         self._autoreset: torch.Tensor | None = None  # (N,) envs to reset at the next step; None before reset
+
+    def _setup(self, core: DreamCore, mode: AutoresetMode, render_mode: str | None, return_tensors: bool) -> None:
+        """Everything that follows from the core: spaces of its N envs, metadata, the action checker."""
+        self.core, self.game, self.num_envs, self.device = core, core.game, core.num_envs, core.device
+        self.single_observation_space = observation_space(core.model, core.obs_mode)
+        self.observation_space = batch_space(self.single_observation_space, self.num_envs)
+        self.single_action_space = copy.deepcopy(self.game.action_space)
+        self.action_space = batch_space(self.single_action_space, self.num_envs)
+        self.metadata = {**type(self).metadata, "autoreset_mode": mode, "render_fps": self.game.render_fps,
+                         GAME_KEY: self.game.name}  # fmt: skip
+        self.render_mode, self.return_tensors = render_mode, return_tensors
+        self._check_actions = ActionChecker(self.single_action_space, self.num_envs, self.device)
+
+    def subset(self, indices: Sequence[int] | np.ndarray | torch.Tensor) -> DreamVectorEnv:
+        """A new vector env of the envs ``indices`` selects (distinct, in that order; env i of the new env is env
+        ``indices[i]`` here).
+
+        Each env keeps its whole state (latent, LSTM state, steps taken, temperature, random stream, pending
+        autoreset), so given the same actions it plays exactly what it would have played here (up to float
+        rounding of batched matrix products). Settings (obs/done/autoreset modes, step cap, device,
+        ``return_tensors``, ``render_mode``) are the same; the world model and M's packed weights are shared,
+        nothing is reloaded. This env is left unchanged. Used to stop computing envs that are no longer
+        needed (:func:`agents.rollout.rollout_population`). The new env's ``spec`` is None (``make_vec`` did
+        not make it).
+        """
+        index = _env_indices(indices, self.num_envs, self.device)
+        envs = type(self).__new__(type(self))
+        envs._setup(self.core.take(index), self.autoreset_mode, self.render_mode, self.return_tensors)
+        envs._seeded = self._seeded
+        envs._autoreset = None if self._autoreset is None else self._autoreset[index]
+        envs._np_random, envs._np_random_seed = copy.deepcopy(self._np_random), self._np_random_seed
+        return envs
 
     @property
     def autoreset_mode(self) -> AutoresetMode:

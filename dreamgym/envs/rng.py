@@ -85,6 +85,14 @@ class CounterRNG:
             self.keys.copy_(torch.where(mask.unsqueeze(1), keys, self.keys))
             self.counters.masked_fill_(mask, 0)
 
+    def take(self, index: torch.Tensor) -> CounterRNG:
+        """A generator of the envs ``index`` (B,) int64 selects, with their keys and counters: each continues
+        its own stream."""
+        rng = CounterRNG(len(index), len(self.lane_codes), self.keys.device)
+        rng.keys.copy_(self.keys.index_select(0, index))
+        rng.counters.copy_(self.counters.index_select(0, index))
+        return rng
+
     def draw(self, advance: torch.Tensor | None = None) -> torch.Tensor:
         """(N, lanes) uniforms for every env's current counter; counters of ``advance`` (all if None) move on.
 

@@ -237,6 +237,18 @@ class FusedStep:
             self._w_heads = torch.cat([weights.t(), biases[None]]).contiguous()  # (H + 1, 3KZ + 2)
         self._key = key
 
+    def take(self, index: torch.Tensor) -> FusedStep:
+        """A FusedStep for the envs ``index`` (B',) int64 selects, their state (z, h, c, restart) copied.
+
+        It shares this one's packed weights (and rebuilds its own, as usual, once M's parameters change).
+        """
+        cell = FusedStep(self.model, len(index))
+        cell.xh.copy_(self.xh.index_select(0, index))
+        cell.c.copy_(self.c.index_select(0, index))
+        if self._key:  # packed already: packing M again would cost several steps of a small batch
+            cell._w_gates, cell._w_heads, cell._key = self._w_gates, self._w_heads, self._key
+        return cell
+
     def __call__(self) -> StepHeads:
         """One step from [z, h, action(, restart)]: updates h (in ``xh``) and ``c`` in place; returns the heads."""
         self._pack()
