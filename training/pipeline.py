@@ -1,6 +1,7 @@
 """The whole pipeline, one resumable command: collect -> vae -> encode -> mdnrnn -> bundle -> controller -> evaluate.
 
     python -m training.pipeline --game takecover --preset quick [--out runs/takecover-quick] [--device auto]
+    python -m training.pipeline --game takecover --preset quick --world-model takecover   # shipped dream only
 
 Each stage is a function of the run's :class:`Context` that skips or resumes from its own outputs, so a
 killed pipeline is finished by rerunning the same command. Presets: ``quick`` is a smoke-scale demo
@@ -9,6 +10,10 @@ paper's data and model sizes (hours on a GPU, days on 2 cores). Output folders u
 
     episodes/  vae/  latents/  mdnrnn/  world_model/  controller/  evaluation.json
 
+With ``--world-model`` (a bundle folder or a shipped name) the stages that build a world model are skipped
+and only the controller is trained, in that dream, and scored. Wall and CPU seconds of every stage are
+added up in ``timings.json``.
+
 The controller is trained with CMA-ES only inside the dream (``dreamgym/<Game>Dream-v0``) and then
 scored in the real game through the latent wrapper (``dreamgym/<Game>Latent-v0``); the last line printed
 is that real-game score.
@@ -16,6 +21,7 @@ is that real-game score.
 
 from __future__ import annotations
 
+import resource
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,6 +30,7 @@ from pathlib import Path
 from agents.cmaes import TrainArgs
 from agents.cmaes import train as train_controller
 from agents.evaluate import EvalArgs, evaluate
+from dreamgym.checkpoint import load_json, save_json
 from dreamgym.envs.registration import dream_id, latent_id
 from training.bundle import BundleArgs, build_bundle
 from training.cli import parse_args
@@ -114,6 +121,9 @@ class PipelineArgs:
     """dream temperature tau for controller training (default: the game's, 1.15 for TakeCover)"""
     obs_mode: str = "zch"
     """controller input: zch (the paper's TakeCover [z, c, h]), zh or z"""
+    world_model: str | None = None
+    """train the controller in this bundle (a folder, or a shipped name such as takecover) and skip the stages
+    that build one (collect, vae, encode, mdnrnn, bundle)"""
 
 
 @dataclass(frozen=True)
@@ -141,8 +151,8 @@ class Context:
         return self.out / "mdnrnn"
 
     @property
-    def world_model(self) -> Path:
-        return self.out / "world_model"
+    def world_model(self) -> Path | str:
+        return self.args.world_model or self.out / "world_model"
 
     @property
     def controller(self) -> Path:
@@ -252,6 +262,7 @@ def run_evaluate(ctx: Context) -> None:
     )
 
 
+BUILD_STAGES = frozenset({"collect", "vae", "encode", "mdnrnn", "bundle"})
 STAGES: list[tuple[str, Callable[[Context], None]]] = [
     ("collect", run_collect),
     ("vae", run_vae),
@@ -263,20 +274,36 @@ STAGES: list[tuple[str, Callable[[Context], None]]] = [
 ]
 
 
+def cpu_seconds() -> float:
+    """CPU time (user + system) of this process and its finished children so far."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
 def run_pipeline(args: PipelineArgs) -> Context:
-    """Runs (or resumes) every stage in order, printing each one's wall time."""
+    """Runs (or resumes) every stage in order, printing and saving (``timings.json``) wall and CPU time."""
     if args.preset not in PRESETS:
         raise ValueError(f"unknown preset {args.preset!r}; choose from {sorted(PRESETS)}")
     names = [name for name, _ in STAGES]
     if args.stop_after is not None and args.stop_after not in names:
         raise ValueError(f"unknown stage {args.stop_after!r}; stages: {names}")
     ctx = Context(args, PRESETS[args.preset], Path(args.out or f"runs/{args.game}-{args.preset}"))
+    if args.world_model is not None and args.stop_after in BUILD_STAGES:
+        raise ValueError(f"--stop-after {args.stop_after} names a stage that --world-model skips")
     times: dict[str, float] = {}
+    timings_path = ctx.out / "timings.json"
+    timings = load_json(timings_path) if timings_path.is_file() else {}
     for name, stage in STAGES:
-        start = time.perf_counter()
+        if args.world_model is not None and name in BUILD_STAGES:
+            continue
+        start, cpu = time.perf_counter(), cpu_seconds()
         print(f"== {name} ==", flush=True)
         stage(ctx)
         times[name] = time.perf_counter() - start
+        # each run of a stage adds its own time: a resumed stage sums its runs (a killed run's is not saved)
+        before = timings.get(name, {"wall_s": 0.0, "cpu_s": 0.0})
+        timings[name] = {"wall_s": before["wall_s"] + times[name], "cpu_s": before["cpu_s"] + cpu_seconds() - cpu}
+        save_json(timings_path, timings)
         print(f"== {name}: {times[name]:.1f} s ==", flush=True)
         if name == args.stop_after:
             break

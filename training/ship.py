@@ -1,0 +1,155 @@
+"""Ship a trained world model and its controllers inside the package, so ``gymnasium.make`` needs no training.
+
+    python -m training.ship --world-model runs/takecover/world_model \
+        --controllers tau1.15=runs/takecover/cmaes/tau1.15/mean --default tau1.15
+
+Writes ``dreamgym/pretrained/<game>/`` (see :mod:`dreamgym.shipped`): the bundle with fp16 weights (they
+load as float32; the fp16 rounding error is measured on a dream rollout and recorded in the bundle's
+provenance), its model card and pictures, each controller with its ``evaluation.json`` files, and
+``SHA256SUMS``. The folder is assembled beside the target and renamed onto it, so a failed run leaves
+the previous shipped files intact.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from dreamgym.controller import LinearController
+from dreamgym.model_card import write_model_card
+from dreamgym.shipped import CONTROLLERS_DIR, DEFAULT_FILE, write_checksums
+from dreamgym.world_model import PRETRAINED_DIR, WorldModel
+from training.cli import parse_args
+
+DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
+
+
+@dataclass(frozen=True)
+class ShipArgs:
+    world_model: str = "runs/takecover/world_model"
+    """bundle folder written by training.bundle"""
+    controllers: str = ""
+    """comma-separated name=folder pairs of controllers (folders written by agents.cmaes)"""
+    default: str | None = None
+    """name of the controller that shipped_controller(game) loads (default: the first one)"""
+    episodes: str | None = None
+    """real episode folder for the model card's reconstruction grid (default: V's held-out episodes)"""
+    dtype: str = "float16"
+    """weight dtype on disk: float16, bfloat16 or float32"""
+    dest: str | None = None
+    """target folder (default: dreamgym/pretrained/<game>)"""
+
+
+def parse_controllers(text: str) -> dict[str, Path]:
+    """``"a=runs/x,b=runs/y"`` -> {"a": Path("runs/x"), "b": Path("runs/y")}."""
+    pairs: dict[str, Path] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        name, sep, folder = item.partition("=")
+        if not sep or not name or not folder:
+            raise ValueError(f"--controllers takes name=folder pairs, got {item!r}")
+        if name in pairs:
+            raise ValueError(f"--controllers names {name!r} twice")
+        pairs[name] = Path(folder)
+    return pairs
+
+
+@torch.no_grad()
+def rounding_error(model: WorldModel, dtype: torch.dtype, steps: int = 200, batch: int = 64,
+                   seed: int = 0) -> dict[str, float]:  # fmt: skip
+    """Largest differences between ``model`` and its copy rounded to ``dtype``, on the same dream inputs.
+
+    The fp32 model dreams ``steps`` steps from its stored initial latents under random actions; the
+    rounded copy reads the same inputs. Reported: V's decoded pixels (in [0, 1]), M's mixture means and
+    log-weights, and the calibrated done probability.
+    """
+    rounded = WorldModel(model.config, model.initial_mu, model.initial_logvar)
+    rounded.load_state_dict({k: v.to(dtype).to(v.dtype) for k, v in model.state_dict().items()})
+    rng = np.random.default_rng(seed)
+    spec = model.game
+    z = model.initial_mu[torch.arange(batch) % model.initial_mu.shape[0]]
+    state_a = state_b = model.mdnrnn.initial_state(batch)
+    diff = {"pixels": 0.0, "mixture_mu": 0.0, "mixture_log_pi": 0.0, "done_probability": 0.0}
+    for t in range(steps):
+        tanh_out = rng.uniform(-1, 1, (batch, spec.controller_outputs)).astype(np.float32)
+        action = spec.encode_action(torch.as_tensor(spec.squash_action(tanh_out)))
+        restart = torch.full((batch,), float(t == 0))
+        out_a, state_a = model.mdnrnn.step(z, action, restart, state_a)
+        out_b, state_b = rounded.mdnrnn.step(z, action, restart, state_b)
+        diff["mixture_mu"] = max(diff["mixture_mu"], (out_a.mu - out_b.mu).abs().max().item())
+        diff["mixture_log_pi"] = max(diff["mixture_log_pi"], (out_a.log_pi - out_b.log_pi).abs().max().item())
+        p_a, p_b = model.mdnrnn.done_probability(out_a.done_logit), rounded.mdnrnn.done_probability(out_b.done_logit)
+        diff["done_probability"] = max(diff["done_probability"], (p_a - p_b).abs().max().item())
+        if t % 50 == 0:
+            diff["pixels"] = max(diff["pixels"], (model.vae.decode(z) - rounded.vae.decode(z)).abs().max().item())
+        z = out_a.mu.gather(-1, out_a.log_pi.argmax(-1, keepdim=True)).squeeze(-1)
+    return diff
+
+
+def relative_to_cwd(path: Any) -> Any:
+    """Run-folder paths in provenance, written relative to the working folder (the repo root when shipping)."""
+    if not isinstance(path, str) or not os.path.isabs(path):
+        return path
+    try:
+        return str(Path(path).relative_to(Path.cwd()))
+    except ValueError:
+        return path
+
+
+def ship(args: ShipArgs) -> Path:
+    """Writes the shipped folder; returns it."""
+    if args.dtype not in DTYPES:
+        raise ValueError(f"--dtype must be one of {sorted(DTYPES)}, got {args.dtype!r}")
+    controllers = parse_controllers(args.controllers)
+    default = args.default or next(iter(controllers), None)
+    if default is not None and default not in controllers:
+        raise ValueError(f"--default {default!r} is not among --controllers {sorted(controllers)}")
+    model = WorldModel.load(args.world_model)
+    dest = Path(args.dest) if args.dest else PRETRAINED_DIR / model.config.game
+    loaded = {name: LinearController.load(folder) for name, folder in controllers.items()}
+
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
+    try:
+        dtype = DTYPES[args.dtype]
+        model.provenance = {k: relative_to_cwd(v) for k, v in model.provenance.items()}
+        model.provenance["weights_dtype"] = args.dtype
+        model.provenance["rounding_error"] = rounding_error(model, dtype)
+        model.save(staging, dtype=dtype)
+        write_model_card(staging, args.episodes)
+        for name, controller in loaded.items():
+            source = controllers[name]
+            target = staging / CONTROLLERS_DIR / name
+            controller.save(target, provenance={"trained_in": str(source)})
+            for report in sorted(source.glob("evaluation*.json")):
+                shutil.copy2(report, target / report.name)
+        if default is not None:
+            (staging / CONTROLLERS_DIR / DEFAULT_FILE).write_text(default + "\n")
+        write_checksums(staging)
+        backup = dest.with_name(f".{dest.name}.old")
+        if dest.exists():
+            shutil.rmtree(backup, ignore_errors=True)
+            dest.rename(backup)
+        staging.rename(dest)
+        shutil.rmtree(backup, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    size = sum(p.stat().st_size for p in dest.rglob("*") if p.is_file())
+    print(f"ship: wrote {dest} ({size / 2**20:.1f} MiB, {len(loaded)} controllers, weights {args.dtype})")
+    print(f"ship: {args.dtype} rounding error {model.provenance['rounding_error']}")
+    return dest
+
+
+def main(argv: list[str] | None = None) -> None:
+    ship(parse_args(ShipArgs, argv, __doc__))
+
+
+if __name__ == "__main__":
+    main()
