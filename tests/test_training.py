@@ -326,8 +326,8 @@ def test_quick_pipeline_shape_on_synthetic_data(
 ) -> None:
     """Every stage runs in order on a tiny preset (collection replaced by synthetic shards, the controller
     scored in the real game); a rerun skips them."""
-    tiny = pipeline_module.Preset(episodes=6, vae_epochs=1, vae_max_steps=2, mdnrnn_hidden=16, mdnrnn_seq_len=20,
-                                  mdnrnn_batch=2, mdnrnn_epochs=1, num_initial=4, cmaes_generations=1,
+    tiny = pipeline_module.Preset(episodes=6, vae_epochs=1, vae_max_steps=2, vae_lr=1e-4, mdnrnn_hidden=16,
+                                  mdnrnn_seq_len=20, mdnrnn_batch=2, mdnrnn_epochs=1, num_initial=4, cmaes_generations=1,
                                   cmaes_popsize=4, cmaes_episodes=1, eval_episodes=2)  # fmt: skip
     monkeypatch.chdir(tmp_path)  # ViZDoom writes _vizdoom.ini into the working folder
     monkeypatch.setitem(pipeline_module.PRESETS, "tiny", tiny)
@@ -348,9 +348,19 @@ def test_quick_pipeline_shape_on_synthetic_data(
     report = json.loads((ctx.out / "evaluation.json").read_text())
     assert report["env"] == "dreamgym/TakeCoverLatent-v0" and len(report["returns"]) == 2
     assert "real-game score of the dream-trained controller" in capsys.readouterr().out
+    timings = json.loads((ctx.out / "timings.json").read_text())
+    assert set(timings) == {n for n, _ in stages} and all(
+        t["wall_s"] > 0 and t["cpu_s"] >= 0 for t in timings.values()
+    )
     stamp = (ctx.mdnrnn / MODEL_FILE).stat().st_mtime_ns
     pipeline_module.run_pipeline(args)
     assert (ctx.mdnrnn / MODEL_FILE).stat().st_mtime_ns == stamp
+    # --world-model: only the controller is trained (in the given bundle) and scored
+    given = dataclasses.replace(args, out=str(tmp_path / "given"), world_model=str(ctx.world_model))
+    pipeline_module.run_pipeline(given)
+    assert sorted(p.name for p in (tmp_path / "given").iterdir()) == ["controller", "evaluation.json", "timings.json"]
+    with pytest.raises(ValueError, match="--stop-after vae names a stage that --world-model skips"):
+        pipeline_module.run_pipeline(dataclasses.replace(given, stop_after="vae"))
     with pytest.raises(ValueError, match="unknown preset"):
         pipeline_module.run_pipeline(dataclasses.replace(args, preset="huge"))
 
