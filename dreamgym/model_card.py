@@ -170,9 +170,17 @@ def limits(model: WorldModel) -> list[str]:
 
 
 def card_text(
-    model: WorldModel, folder: Path, vae: StageRecord, mdnrnn: StageRecord, dims: list[int], frames_note: str | None
+    model: WorldModel,
+    folder: Path,
+    vae: StageRecord,
+    mdnrnn: StageRecord,
+    dims: list[int],
+    frames_note: str | None,
+    name: str | None = None,
 ) -> str:
-    """The Markdown of the card; ``frames_note`` says where the reconstructed frames came from (None: no grid)."""
+    """The Markdown of the card; ``frames_note`` says where the reconstructed frames came from (None: no grid);
+    ``name`` is what users pass as ``world_model=`` (default: the folder's path)."""
+    name = name or str(folder)
     spec = model.game
     versions = load_json(folder / CONFIG_FILE).get("versions", {})
     if frames_note is not None:
@@ -184,14 +192,14 @@ def card_text(
     else:
         reconstructions = [f"Reconstructions: {NOT_RECORDED} (no real frames found; pass --episodes)."]
     lines = [
-        f"# World model: {spec.title} (`{folder.name}`)",
+        f"# World model: {spec.title} (`{Path(name).name}`)",
         "",
         f"V (a convolutional VAE) and M (an MDN-RNN) of the World Models recipe, trained on `{spec.env_id}`.",
         "",
         "```python",
         "import gymnasium as gym, dreamgym",
-        f'dream = gym.make("{dream_id(spec.name)}", world_model="{folder}")  # learn inside the dream',
-        f'real = gym.make("{latent_id(spec.name)}", world_model="{folder}")  # check in the real game',
+        f'dream = gym.make("{dream_id(spec.name)}", world_model="{name}")  # learn inside the dream',
+        f'real = gym.make("{latent_id(spec.name)}", world_model="{name}")  # check in the real game',
         "```",
         "",
         "## Data",
@@ -230,8 +238,10 @@ def card_text(
 
 
 def write_model_card(world_model: str | os.PathLike, episodes: str | os.PathLike | None = None, frames: int = 8,
-                     dims: int = 8, steps: int = 7, seed: int = 0, device: str = "cpu") -> Path:  # fmt: skip
-    """Writes MODEL_CARD.md, traversal.png and (given real frames) reconstructions.png into the bundle folder."""
+                     dims: int = 8, steps: int = 7, seed: int = 0, device: str = "cpu",
+                     name: str | None = None) -> Path:  # fmt: skip
+    """Writes MODEL_CARD.md, traversal.png and (given real frames) reconstructions.png into the bundle folder;
+    ``name`` is how the card tells users to load it (default: the folder's path)."""
     if frames < 1 or dims < 1:
         raise ValueError(f"frames and dims must be >= 1, got {frames} and {dims}")
     folder = resolve_bundle(world_model)
@@ -255,7 +265,7 @@ def write_model_card(world_model: str | os.PathLike, episodes: str | os.PathLike
     z_base = model.initial_mu[0].detach().cpu()
     chosen = rank_dims(model.vae, z_base)[: min(dims, model.config.vae.z_size)]
     save_png(folder / TRAVERSAL_FILE, latent_traversal(model.vae, z_base, chosen, steps))
-    text = card_text(model, folder, vae, mdnrnn, chosen, frames_note)
+    text = card_text(model, folder, vae, mdnrnn, chosen, frames_note, name)
     atomic_write(folder / CARD_FILE, lambda tmp: Path(tmp).write_text(text))
     return folder / CARD_FILE
 

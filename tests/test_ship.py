@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -28,17 +29,24 @@ def tiny_controller(bundle: Path, folder: Path, seed: int) -> Path:
 def shipped_folder(tiny_bundle: Callable[..., Path], tmp_path: Path) -> Path:
     bundle = tiny_bundle("takecover")
     a = tiny_controller(bundle, tmp_path / "ctrl_a", 0)
-    (a / "evaluation.json").write_text('{"mean": 1.0}\n')
+    report = {"env": "dreamgym/TakeCoverLatent-v0", "mean": 812.5, "std": 3.25, "episodes": 2, "seeds": [7, 8]}
+    (a / "evaluation_real.json").write_text(json.dumps(report))
+    (tmp_path / "look.gif").write_bytes(b"GIF89a")
     b = tiny_controller(bundle, tmp_path / "ctrl_b", 1)
     dest = tmp_path / "pretrained" / "takecover"
-    ship(ShipArgs(world_model=str(bundle), controllers=f"alpha={a},beta={b}", default="beta", dest=str(dest)))
+    ship(ShipArgs(world_model=str(bundle), controllers=f"alpha={a},beta={b}", default="beta",
+                  extras=str(tmp_path / "look.gif"), dest=str(dest)))  # fmt: skip
     return dest
 
 
 def test_shipped_folder_loads_and_matches_its_checksums(shipped_folder: Path, tiny_bundle) -> None:
     assert shipped.verify_checksums(shipped_folder) == []
     assert (shipped_folder / "MODEL_CARD.md").is_file() and (shipped_folder / "traversal.png").is_file()
-    assert (shipped_folder / "controllers" / "alpha" / "evaluation.json").is_file()
+    assert (shipped_folder / "controllers" / "alpha" / "evaluation_real.json").is_file()
+    card = (shipped_folder / "MODEL_CARD.md").read_text()
+    assert 'world_model="takecover"' not in card  # shipped to a test folder, not dreamgym/pretrained
+    assert "dreamgym/TakeCoverLatent-v0 {}: 812.5 ± 3.2 over 2 episodes, seeds 7..8" in card
+    assert "`beta` (default)" in card and "![look](look.gif)" in card and (shipped_folder / "look.gif").is_file()
     original = WorldModel.load(tiny_bundle("takecover"))
     loaded = WorldModel.load(shipped_folder)
     for key, value in original.state_dict().items():

@@ -144,6 +144,7 @@ def test_vae_stage_writes_its_outputs_and_skips_when_finished(tmp_path: Path) ->
         assert (out / name).is_file(), name
     assert list((out / "tb").iterdir())
     assert load_vae(out).config.z_size == 8
+    assert json.loads((out / "config.json").read_text())["provenance"]["train_seconds"] > 0
     stamp = (out / STATE_FILE).stat().st_mtime_ns
     assert train_vae(args) == result  # finished: a no-op
     assert (out / STATE_FILE).stat().st_mtime_ns == stamp
@@ -327,8 +328,8 @@ def test_quick_pipeline_shape_on_synthetic_data(
     """Every stage runs in order on a tiny preset (collection replaced by synthetic shards, the controller
     scored in the real game); a rerun skips them."""
     tiny = pipeline_module.Preset(episodes=6, vae_epochs=1, vae_max_steps=2, vae_lr=1e-4, mdnrnn_hidden=16,
-                                  mdnrnn_seq_len=20, mdnrnn_batch=2, mdnrnn_epochs=1, num_initial=4, cmaes_generations=1,
-                                  cmaes_popsize=4, cmaes_episodes=1, eval_episodes=2)  # fmt: skip
+                                  mdnrnn_seq_len=20, mdnrnn_batch=2, mdnrnn_epochs=1, num_initial=4,
+                                  cmaes_generations=1, cmaes_popsize=4, cmaes_episodes=1, eval_episodes=2)  # fmt: skip
     monkeypatch.chdir(tmp_path)  # ViZDoom writes _vizdoom.ini into the working folder
     monkeypatch.setitem(pipeline_module.PRESETS, "tiny", tiny)
     collected: list[int] = []

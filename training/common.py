@@ -235,6 +235,8 @@ class Progress:
     epoch: int = 0
     batch: int = 0
     step: int = 0
+    seconds: float = 0.0
+    """wall seconds of training up to the last checkpoint, summed over resumed runs (in provenance: train_seconds)"""
     finished: bool = False
     history: list[dict[str, float]] = field(default_factory=list)
 
@@ -322,9 +324,11 @@ def fit(args: TrainArgs, name: str, build: Callable[[Path, torch.device], Traina
 
     def checkpoint() -> None:
         nonlocal last_save
+        now = time.monotonic()
+        progress.seconds += now - last_save
         save_state(out / STATE_FILE, _state(t, progress))
         writer.flush()
-        last_save = time.monotonic()
+        last_save = now
 
     def record_eval(epoch: int) -> None:
         scores = t.evaluate(epoch)
@@ -364,14 +368,14 @@ def fit(args: TrainArgs, name: str, build: Callable[[Path, torch.device], Traina
             break
     if not progress.history or progress.history[-1]["step"] != progress.step:
         record_eval(progress.epoch)
-        checkpoint()
+    checkpoint()  # counts the time since the last checkpoint into progress.seconds
 
     save_model(
         out,
         t.model,
         t.architecture,
         t.config,
-        {**t.provenance, "args": dataclasses.asdict(args), "steps": progress.step},
+        {**t.provenance, "args": dataclasses.asdict(args), "steps": progress.step, "train_seconds": progress.seconds},
     )
     result = {**progress.history[-1], "history": progress.history}
     save_json(out / EVAL_FILE, result)

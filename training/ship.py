@@ -12,6 +12,7 @@ the previous shipped files intact.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -23,7 +24,7 @@ import numpy as np
 import torch
 
 from dreamgym.controller import LinearController
-from dreamgym.model_card import write_model_card
+from dreamgym.model_card import CARD_FILE, write_model_card
 from dreamgym.shipped import CONTROLLERS_DIR, DEFAULT_FILE, write_checksums
 from dreamgym.world_model import PRETRAINED_DIR, WorldModel
 from training.cli import parse_args
@@ -41,6 +42,9 @@ class ShipArgs:
     """name of the controller that shipped_controller(game) loads (default: the first one)"""
     episodes: str | None = None
     """real episode folder for the model card's reconstruction grid (default: V's held-out episodes)"""
+    extras: str = ""
+    """comma-separated files copied beside the weights (GIFs, the temperature-sweep table and plot) and shown
+    in the model card"""
     dtype: str = "float16"
     """weight dtype on disk: float16, bfloat16 or float32"""
     dest: str | None = None
@@ -92,6 +96,26 @@ def rounding_error(model: WorldModel, dtype: torch.dtype, steps: int = 200, batc
     return diff
 
 
+def controllers_section(staging: Path, game: str, names: list[str], default: str | None, extras: list[Path]) -> str:
+    """Markdown appended to the model card: each shipped controller's recorded scores, then the extra files."""
+    lines = ["", "## Shipped controllers", ""]
+    if not names:
+        lines.append("None.")
+    for name in names:
+        lines.append(f"- `{name}`{' (default)' if name == default else ''}: "
+                     f"`dreamgym.shipped.shipped_controller(\"{game}\", \"{name}\")`")  # fmt: skip
+        for report in sorted((staging / CONTROLLERS_DIR / name).glob("evaluation*.json")):
+            r = json.loads(report.read_text())
+            lines.append(f"  - {r['env']} {json.dumps(r.get('env_kwargs', {}))}: {r['mean']:.1f} ± {r['std']:.1f} "
+                         f"over {r['episodes']} episodes, seeds {r['seeds'][0]}..{r['seeds'][-1]}")  # fmt: skip
+    for extra in extras:
+        shown = (
+            f"![{extra.stem}]({extra.name})" if extra.suffix in (".png", ".gif") else f"[{extra.name}]({extra.name})"
+        )
+        lines += ["", shown]
+    return "\n".join(lines) + "\n"
+
+
 def relative_to_cwd(path: Any) -> Any:
     """Run-folder paths in provenance, written relative to the working folder (the repo root when shipping)."""
     if not isinstance(path, str) or not os.path.isabs(path):
@@ -113,6 +137,10 @@ def ship(args: ShipArgs) -> Path:
     model = WorldModel.load(args.world_model)
     dest = Path(args.dest) if args.dest else PRETRAINED_DIR / model.config.game
     loaded = {name: LinearController.load(folder) for name, folder in controllers.items()}
+    extras = [Path(p.strip()) for p in args.extras.split(",") if p.strip()]
+    missing = [str(p) for p in extras if not p.is_file()]
+    if missing:
+        raise FileNotFoundError(f"--extras: no such files {missing}")
 
     dest.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
@@ -122,7 +150,7 @@ def ship(args: ShipArgs) -> Path:
         model.provenance["weights_dtype"] = args.dtype
         model.provenance["rounding_error"] = rounding_error(model, dtype)
         model.save(staging, dtype=dtype)
-        write_model_card(staging, args.episodes)
+        write_model_card(staging, args.episodes, name=dest.name if dest.parent == PRETRAINED_DIR else str(dest))
         for name, controller in loaded.items():
             source = controllers[name]
             target = staging / CONTROLLERS_DIR / name
@@ -131,6 +159,12 @@ def ship(args: ShipArgs) -> Path:
                 shutil.copy2(report, target / report.name)
         if default is not None:
             (staging / CONTROLLERS_DIR / DEFAULT_FILE).write_text(default + "\n")
+        for extra in extras:
+            shutil.copy2(extra, staging / extra.name)
+        card = staging / CARD_FILE
+        card.write_text(
+            card.read_text() + controllers_section(staging, model.config.game, list(loaded), default, extras)
+        )
         write_checksums(staging)
         backup = dest.with_name(f".{dest.name}.old")
         if dest.exists():

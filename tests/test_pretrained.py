@@ -1,0 +1,71 @@
+"""The world models and controllers that ship in the package: intact, loadable by name, good in the real game."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from gymnasium.utils.env_checker import check_env
+
+import dreamgym  # noqa: F401  (registers the ids)
+from agents.evaluate import EvalArgs, evaluate
+from dreamgym.shipped import shipped_controller, shipped_controller_dir, shipped_game_dir, verify_checksums
+from dreamgym.world_model import WorldModel
+
+SHIPPED_GAMES = ["takecover"]
+# The shipped TakeCover controller scored 0 +- 0 over 1,000 real episodes (README); this CI check plays
+# REAL_EPISODES of them with fixed seeds and needs REAL_BAR, the "solved" bar of 750.
+REAL_EPISODES = 12
+REAL_BAR = 750.0
+
+
+@pytest.fixture(autouse=True)
+def _in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)  # ViZDoom writes _vizdoom.ini into the working folder
+
+
+@pytest.mark.parametrize("game", SHIPPED_GAMES)
+def test_shipped_files_match_their_checksums_and_stay_small(game: str) -> None:
+    folder = shipped_game_dir(game)
+    assert verify_checksums(folder) == []
+    assert sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) < 25 * 2**20
+
+
+@pytest.mark.parametrize("game", SHIPPED_GAMES)
+def test_shipped_dream_loads_by_name_and_passes_the_env_checker(game: str) -> None:
+    title = WorldModel.load(game).game.title
+    env = gym.make(f"dreamgym/{title}Dream-v0", render_mode="rgb_array")  # no world_model=: the shipped one
+    check_env(env.unwrapped, skip_render_check=False)
+    obs, _ = env.reset(seed=0)
+    frame = env.render()
+    assert frame.shape == (64, 64, 3) and frame.dtype == np.uint8 and np.isfinite(obs).all()
+    envs = gym.make_vec(f"dreamgym/{title}Dream-v0", num_envs=4)
+    obs, _ = envs.reset(seed=0)
+    assert obs.shape == (4, env.observation_space.shape[0])
+    envs.close()
+
+
+@pytest.mark.parametrize("game", SHIPPED_GAMES)
+def test_shipped_latent_env_passes_the_env_checker(game: str) -> None:
+    title = WorldModel.load(game).game.title
+    env = gym.make(f"dreamgym/{title}Latent-v0")
+    check_env(env.unwrapped)
+    env.close()
+
+
+@pytest.mark.slow
+def test_shipped_takecover_controller_survives_in_the_real_game() -> None:
+    folder = shipped_controller_dir("takecover")
+    recorded = json.loads((folder / "evaluation_real.json").read_text())
+    env = gym.make("dreamgym/TakeCoverLatent-v0", obs_mode="zch")
+    shipped_controller("takecover", env=env)  # its spaces fit the shipped latent env
+    env.close()
+    report = evaluate(EvalArgs(env="dreamgym/TakeCoverLatent-v0", world_model="takecover", obs_mode="zch",
+                               controller=str(folder), episodes=REAL_EPISODES, seed=1_000_000, device="cpu",
+                               out="evaluation.json"))  # fmt: skip
+    # same seeds as the recorded evaluation's first episodes: the game and the controller are deterministic
+    assert report["returns"] == recorded["returns"][:REAL_EPISODES]
+    assert report["mean"] >= REAL_BAR
