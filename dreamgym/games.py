@@ -8,7 +8,7 @@ for data collection. Adding a game is one new ``GameSpec`` passed to :func:`regi
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -55,6 +55,8 @@ class GameSpec:
         controller_outputs: how many tanh outputs the linear controller needs.
         exploration: seeded rng -> a policy ``frame -> action`` for one collection episode.
         dream_temperature: default tau of the dream (TakeCover: the paper's 1.15).
+        explorations: named alternatives to ``exploration`` (``python -m training.collect --exploration NAME``),
+            for data that reaches states the default policy rarely does.
     """
 
     name: str
@@ -78,6 +80,9 @@ class GameSpec:
     exploration: Callable[[np.random.Generator], Callable[[np.ndarray], Any]]
     render_fps: int = field(default=30)
     dream_temperature: float = 1.0
+    explorations: Mapping[str, Callable[[np.random.Generator], Callable[[np.ndarray], Any]]] = field(
+        default_factory=dict
+    )
 
     def make_real_env(self, max_episode_steps: int | None = None, **kwargs: Any) -> gym.Env:
         """The real game with its step cap (``max_episode_steps`` overrides the spec's)."""
@@ -128,6 +133,24 @@ def _held_random_actions(rng: np.random.Generator) -> Callable[[np.ndarray], int
     return act
 
 
+def _long_held_actions(rng: np.random.Generator) -> Callable[[np.ndarray], int]:
+    """Random action held for 1-10 frames half the time, else for 20-200 frames.
+
+    The paper's policy random-walks around the middle of the room; a dream-trained controller that holds
+    one action sits against a wall, where that data has almost no frames. This policy goes there and stays.
+    """
+    state = {"action": 1, "left": 0}
+
+    def act(frame: np.ndarray) -> int:
+        if state["left"] == 0:
+            state["action"] = int(rng.integers(3))
+            state["left"] = int(rng.integers(1, 11) if rng.random() < 0.5 else rng.integers(20, 201))
+        state["left"] -= 1
+        return state["action"]
+
+    return act
+
+
 TAKECOVER = GameSpec(
     name="takecover",
     env_id="VizdoomTakeCover-v1",
@@ -150,6 +173,7 @@ TAKECOVER = GameSpec(
     exploration=_held_random_actions,
     render_fps=35,
     dream_temperature=1.15,
+    explorations={"long-holds": _long_held_actions},
 )
 
 

@@ -17,8 +17,8 @@ import pytest
 
 import training.collect as collect_module
 from dreamgym.data import episode_path, list_episodes, load_episode
-from dreamgym.games import CARRACING, FRAME_SHAPE, MissingGameError
-from training.collect import CollectArgs, collect, collect_episode, episode_seed, play_episode
+from dreamgym.games import CARRACING, FRAME_SHAPE, MissingGameError, get_game
+from training.collect import CollectArgs, collect, collect_episode, episode_seed, exploring_spec, play_episode
 
 # The parallel run that the interrupted one must reproduce: CarRacing, short episodes, 2 workers.
 RUN = CollectArgs(game="carracing", episodes=6, workers=2, seed=5, max_steps=30)
@@ -206,3 +206,19 @@ def test_missing_game_fails_before_any_work(monkeypatch, tmp_path: Path) -> None
     with pytest.raises(MissingGameError, match="pip install vizdoom"):
         collect(CollectArgs(game="takecover", episodes=2, out=str(out)))
     assert not out.exists()
+
+
+def longest_hold(policy, steps: int = 3000) -> int:
+    actions = np.array([policy(np.zeros((64, 64, 3), np.uint8)) for _ in range(steps)])
+    changes = np.flatnonzero(np.diff(actions) != 0)
+    return int(np.diff(np.concatenate([[-1], changes, [steps - 1]])).max())
+
+
+def test_takecover_long_holds_exploration_reaches_the_walls_and_is_selectable() -> None:
+    spec = get_game("takecover")
+    assert longest_hold(spec.exploration(np.random.default_rng(0))) < 60
+    assert longest_hold(spec.explorations["long-holds"](np.random.default_rng(0))) >= 150
+    chosen = exploring_spec(CollectArgs(game="takecover", exploration="long-holds"))
+    assert chosen.exploration is spec.explorations["long-holds"] and chosen.name == "takecover"
+    with pytest.raises(ValueError, match="--exploration 'wander': game 'takecover' has \\['long-holds'\\]"):
+        exploring_spec(CollectArgs(game="takecover", exploration="wander"))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -33,7 +34,8 @@ from training.common import (
     save_state,
 )
 from training.encode import EncodeArgs, encode, encode_frames, load_latents
-from training.mdnrnn import EpisodeSeries, MDNRNNArgs, epoch_batches, f1_scores, make_batch, train_mdnrnn
+from training.mdnrnn import EpisodeSeries, MDNRNNArgs, epoch_batches, f1_scores, load_mdnrnn, make_batch, train_mdnrnn
+from training.mdnrnn import build as build_mdnrnn
 from training.vae import ARCHITECTURE as VAE_ARCHITECTURE
 from training.vae import VAEArgs, load_vae, train_vae
 
@@ -300,6 +302,28 @@ def tiny_m_args(latents: Path, out: Path) -> MDNRNNArgs:
                       batch_size=2, epochs=3, holdout=0.2, checkpoint_steps=2)  # fmt: skip
 
 
+def test_mdnrnn_init_from_continues_the_parent_and_keeps_its_heldout_episodes(latents: Path, tmp_path: Path) -> None:
+    files = list_episodes(latents)
+    folder = tmp_path / "latents"
+    folder.mkdir()
+    for path in files[: len(files) - 2]:
+        shutil.copy(path, folder / path.name)
+    parent = dataclasses.replace(tiny_m_args(folder, tmp_path / "parent"), epochs=1)
+    train_mdnrnn(parent)
+    for i, path in enumerate(files[-2:] * 2):  # four episodes new to the folder
+        shutil.copy(path, folder / f"episode_{900 + i:06d}.npz")
+    child = dataclasses.replace(parent, out=str(tmp_path / "child"), init_from=parent.out)
+    built = build_mdnrnn(child, tmp_path / "child", torch.device("cpu"))
+    assert tensors_equal(built.model.state_dict(), load_mdnrnn(parent.out).state_dict())
+    old, new = (json.loads((tmp_path / d / "split.json").read_text()) for d in ("parent", "child"))
+    assert set(old["holdout"]) <= set(new["holdout"]) and set(old["train"]) <= set(new["train"])
+    assert set(new["train"]) | set(new["holdout"]) == {str(p) for p in list_episodes(folder)}
+    assert built.provenance["init_from"] == parent.out
+    other = dataclasses.replace(child, out=str(tmp_path / "other"), hidden_size=8)
+    with pytest.raises(CheckpointError, match="--init-from .* differs"):
+        build_mdnrnn(other, tmp_path / "other", torch.device("cpu"))
+
+
 def test_mdnrnn_crash_and_resume_equals_uninterrupted(
     latents: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -350,9 +374,7 @@ def test_quick_pipeline_shape_on_synthetic_data(
     assert report["env"] == "dreamgym/TakeCoverLatent-v0" and len(report["returns"]) == 2
     assert "real-game score of the dream-trained controller" in capsys.readouterr().out
     timings = json.loads((ctx.out / "timings.json").read_text())
-    assert set(timings) == {n for n, _ in stages} and all(
-        t["wall_s"] > 0 and t["cpu_s"] >= 0 for t in timings.values()
-    )
+    assert set(timings) == {n for n, _ in stages} and all(t["wall_s"] > 0 and t["cpu_s"] >= 0 for t in timings.values())
     stamp = (ctx.mdnrnn / MODEL_FILE).stat().st_mtime_ns
     pipeline_module.run_pipeline(args)
     assert (ctx.mdnrnn / MODEL_FILE).stat().st_mtime_ns == stamp

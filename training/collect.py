@@ -11,6 +11,7 @@ uninterrupted run's.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import multiprocessing as mp
 import multiprocessing.util
@@ -42,6 +43,8 @@ class CollectArgs:
     """base seed; episode i's seed derives from (seed, i, attempt)"""
     max_steps: int | None = None
     """cap on episode length (default: the game's own cap)"""
+    exploration: str | None = None
+    """one of the game's named alternative exploration policies (default: its own; TakeCover: long-holds)"""
 
 
 def episode_seed(base_seed: int, index: int, attempt: int) -> int:
@@ -89,8 +92,18 @@ def collect_episode(spec: GameSpec, env, base_seed: int, index: int, min_steps: 
 _worker: dict = {}
 
 
-def _init_worker(args: CollectArgs) -> None:
+def exploring_spec(args: CollectArgs) -> GameSpec:
+    """The game spec whose ``exploration`` is the policy ``args`` asks for."""
     spec = get_game(args.game)
+    if args.exploration is None:
+        return spec
+    if args.exploration not in spec.explorations:
+        raise ValueError(f"--exploration {args.exploration!r}: game {spec.name!r} has {sorted(spec.explorations)}")
+    return dataclasses.replace(spec, exploration=spec.explorations[args.exploration])
+
+
+def _init_worker(args: CollectArgs) -> None:
+    spec = exploring_spec(args)
     env = spec.make_real_env(max_episode_steps=args.max_steps)
     become_worker(env.close)
     # Also close the game when the worker exits normally (VizDoom's engine would outlive it).
@@ -114,7 +127,7 @@ def missing_indices(out: Path, episodes: int) -> list[int]:
 
 def collect(args: CollectArgs) -> dict:
     """Collects every missing episode of ``args.out``; returns speed and size statistics."""
-    spec = get_game(args.game)
+    spec = exploring_spec(args)
     spec.make_game().close()  # fail fast, in this process, with a clear error if the game is missing
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

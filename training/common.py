@@ -157,6 +157,23 @@ def frozen_split(
     return train, held
 
 
+def inherited_split(out: Path, parent: Path, paths: Sequence[Path], holdout: float, seed: int) -> None:
+    """Writes ``out``'s split for a run that continues ``parent``'s: the parent's held-out episodes stay held
+    out (so the child's held-out metrics are never on episodes the parent trained on), its training episodes
+    stay in training, and episodes new to the folder are split with ``holdout``. No-op once the split exists."""
+    if (out / SPLIT_FILE).is_file():
+        return
+    if not (parent / SPLIT_FILE).is_file():
+        raise ValueError(f"{parent} has no {SPLIT_FILE}: --init-from needs a run folder of the same stage")
+    saved = load_json(parent / SPLIT_FILE)
+    known = set(saved["train"]) | set(saved["holdout"])
+    new = [p for p in paths if str(p) not in known]
+    new_train, new_held = split_holdout(new, holdout, seed) if len(new) > 1 else (new, [])
+    split = {"train": sorted(saved["train"] + [str(p) for p in new_train]),
+             "holdout": sorted(saved["holdout"] + [str(p) for p in new_held])}  # fmt: skip
+    save_json(out / SPLIT_FILE, split)
+
+
 def save_model(
     folder: Path, model: torch.nn.Module, architecture: str, config: Any, provenance: dict[str, Any]
 ) -> None:

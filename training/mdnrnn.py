@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from dreamgym.checkpoint import CheckpointError
 from dreamgym.data import list_episodes, pad_episodes
 from dreamgym.games import get_game
 from dreamgym.models.mdnrnn import MDNRNN, MDNRNNConfig, mixture_nll
@@ -39,6 +40,7 @@ from training.common import (
     TrainArgs,
     fit,
     frozen_split,
+    inherited_split,
     load_model,
     numpy_rng,
     seeded_module,
@@ -79,6 +81,9 @@ class MDNRNNArgs(TrainArgs):
     """gradient norm clip"""
     length_pool: int = 50
     """batches per pool sorted by episode length, so a batch pads little (1: plain shuffle)"""
+    init_from: str | None = None
+    """M run folder to continue from (the World Models iteration: retrain M on old + new episodes): its
+    final weights start this run and its held-out episodes stay held out"""
 
 
 @dataclass(frozen=True)
@@ -185,6 +190,8 @@ def load_series(paths: Sequence[Path], seq_len: int) -> list[EpisodeSeries]:
 
 def build(args: MDNRNNArgs, out: Path, device: torch.device) -> Trainable:
     """Model, data and evaluation of one M run."""
+    if args.init_from is not None:
+        inherited_split(out, Path(args.init_from), list_episodes(args.latents), args.holdout, args.seed)
     train_paths, held_paths = frozen_split(out, list_episodes(args.latents), args.holdout, args.seed, args.max_episodes)
     train, held = load_series(train_paths, args.seq_len), load_series(held_paths, args.seq_len)
     overrides: dict[str, Any] = {"z_size": train[0].mu.shape[1], "num_mixtures": args.num_mixtures,
@@ -193,6 +200,11 @@ def build(args: MDNRNNArgs, out: Path, device: torch.device) -> Trainable:
         overrides["hidden_size"] = args.hidden_size
     config = WorldModelConfig.for_game(args.game, **overrides).mdnrnn
     model = seeded_module(lambda: MDNRNN(config), args.seed).to(device)
+    if args.init_from is not None:
+        parent = load_mdnrnn(args.init_from)
+        if parent.config != config:
+            raise CheckpointError(f"--init-from {args.init_from}: its M config {parent.config} differs from {config}")
+        model.load_state_dict(parent.state_dict())
     num_batches = -(-len(train) // args.batch_size)
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
     steps = max(1, total_steps(args, num_batches))
@@ -210,7 +222,7 @@ def build(args: MDNRNNArgs, out: Path, device: torch.device) -> Trainable:
             yield make_batch(rows, args.game, torch_generator(torch.device("cpu"), args.seed, 4, epoch, b), device)
 
     provenance = {"latents": args.latents, "game": args.game, "train_episodes": len(train),
-                  "heldout_episodes": len(held)}  # fmt: skip
+                  "heldout_episodes": len(held), "init_from": args.init_from}  # fmt: skip
     return Trainable(
         model=model,
         optimizer=optimizer,

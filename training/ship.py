@@ -144,6 +144,7 @@ def ship(args: ShipArgs) -> Path:
 
     dest.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
+    staging.chmod(0o755)  # mkdtemp makes it private; the shipped folder is package data
     try:
         dtype = DTYPES[args.dtype]
         model.provenance = {k: relative_to_cwd(v) for k, v in model.provenance.items()}
