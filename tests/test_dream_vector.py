@@ -236,7 +236,9 @@ def test_subset_continues_exactly_like_its_envs(game: str, mode: AutoresetMode) 
     for a in actions[t + 1 :]:  # both stepped: the subset shares no state with the original
         full, part = envs.step(a), sub.step(a[picked])
         assert_close(part[0], full[0][picked])
-        for mine, theirs in zip(part[1:4], full[1:4], strict=True):
+        # rewards from M's head can differ in the last bit: a batch of 3 and one of 6 may round differently
+        assert_close(part[1], full[1][picked])
+        for mine, theirs in zip(part[2:4], full[2:4], strict=True):
             np.testing.assert_array_equal(mine, theirs[picked])
         ended_here = part[4].get("_final_obs", np.zeros(3, bool))
         np.testing.assert_array_equal(ended_here, full[4].get("_final_obs", np.zeros(N, bool))[picked])
