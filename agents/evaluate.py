@@ -23,6 +23,11 @@ from dreamgym.controller import LinearController
 from dreamgym.data import atomic_write
 from training.cli import parse_args
 
+# Episode seeds of the scores this project reports: real games from REAL_SEEDS + k, dreams from DREAM_SEEDS + k,
+# both far from the seeds CMA-ES trains on (derived from (seed, generation)).
+REAL_SEEDS = 1_000_000
+DREAM_SEEDS = 2_000_000
+
 
 @dataclass(frozen=True)
 class EvalArgs(EnvArgs):

@@ -23,7 +23,7 @@ import numpy as np
 
 from agents.cmaes import TrainArgs
 from agents.cmaes import train as train_controller
-from agents.evaluate import EvalArgs, evaluate
+from agents.evaluate import DREAM_SEEDS, REAL_SEEDS, EvalArgs, evaluate
 from dreamgym.checkpoint import save_json
 from dreamgym.data import atomic_write
 from dreamgym.envs.registration import dream_id, latent_id
@@ -106,9 +106,9 @@ def run_tau(args: SweepArgs, game: str, tau: float) -> dict[str, Any]:
               "controller": controller}  # fmt: skip
     dream_path, real_path = folder / "mean" / "evaluation_dream.json", folder / "mean" / "evaluation_real.json"
     dream = scored(dream_path, lambda: evaluate(EvalArgs(env=dream_id(game), temperature=tau, **common,
-                   episodes=args.dream_episodes, seed=2_000_000, out=str(dream_path))))  # fmt: skip
+                   episodes=args.dream_episodes, seed=DREAM_SEEDS, out=str(dream_path))))  # fmt: skip
     real = scored(real_path, lambda: evaluate(EvalArgs(env=latent_id(game), workers=args.workers, **common,
-                  episodes=args.real_episodes, seed=1_000_000, out=str(real_path))))  # fmt: skip
+                  episodes=args.real_episodes, seed=REAL_SEEDS, out=str(real_path))))  # fmt: skip
     return {"tau": tau, "dream": summary(dream), "real": summary(real), "controller": controller,
             "dream_lengths": dream["lengths"], "real_lengths": real["lengths"]}  # fmt: skip
 

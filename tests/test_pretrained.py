@@ -10,7 +10,7 @@ import pytest
 from gymnasium.utils.env_checker import check_env
 
 import dreamgym  # noqa: F401  (registers the ids)
-from agents.evaluate import EvalArgs, evaluate
+from agents.evaluate import REAL_SEEDS, EvalArgs, evaluate
 from dreamgym.shipped import shipped_controller, shipped_controller_dir, shipped_game_dir, verify_checksums
 from dreamgym.world_model import WorldModel
 
@@ -64,6 +64,6 @@ def test_shipped_takecover_controller_survives_in_the_real_game() -> None:
     shipped_controller("takecover", env=env)  # its spaces fit the shipped latent env
     env.close()
     report = evaluate(EvalArgs(env="dreamgym/TakeCoverLatent-v0", world_model="takecover", obs_mode="zch",
-                               controller=str(folder), episodes=REAL_EPISODES, seed=1_000_000, device="cpu",
+                               controller=str(folder), episodes=REAL_EPISODES, seed=REAL_SEEDS, device="cpu",
                                out="evaluation.json"))  # fmt: skip
     assert report["mean"] >= REAL_BAR, report["returns"]

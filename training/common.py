@@ -339,13 +339,17 @@ def fit(args: TrainArgs, name: str, build: Callable[[Path, torch.device], Traina
     total = total_steps(args, t.num_batches)
     last_save = time.monotonic()
 
-    def checkpoint() -> None:
+    def count_time() -> None:
+        """Adds the wall time since the last count to progress.seconds (saved with the next checkpoint)."""
         nonlocal last_save
         now = time.monotonic()
         progress.seconds += now - last_save
+        last_save = now
+
+    def checkpoint() -> None:
+        count_time()
         save_state(out / STATE_FILE, _state(t, progress))
         writer.flush()
-        last_save = now
 
     def record_eval(epoch: int) -> None:
         scores = t.evaluate(epoch)
@@ -385,7 +389,8 @@ def fit(args: TrainArgs, name: str, build: Callable[[Path, torch.device], Traina
             break
     if not progress.history or progress.history[-1]["step"] != progress.step:
         record_eval(progress.epoch)
-    checkpoint()  # counts the time since the last checkpoint into progress.seconds
+        checkpoint()
+    count_time()  # train_seconds below includes the time since the last checkpoint
 
     save_model(
         out,

@@ -190,9 +190,10 @@ def load_series(paths: Sequence[Path], seq_len: int) -> list[EpisodeSeries]:
 
 def build(args: MDNRNNArgs, out: Path, device: torch.device) -> Trainable:
     """Model, data and evaluation of one M run."""
+    paths = list_episodes(args.latents)
     if args.init_from is not None:
-        inherited_split(out, Path(args.init_from), list_episodes(args.latents), args.holdout, args.seed)
-    train_paths, held_paths = frozen_split(out, list_episodes(args.latents), args.holdout, args.seed, args.max_episodes)
+        inherited_split(out, Path(args.init_from), paths, args.holdout, args.seed)
+    train_paths, held_paths = frozen_split(out, paths, args.holdout, args.seed, args.max_episodes)
     train, held = load_series(train_paths, args.seq_len), load_series(held_paths, args.seq_len)
     overrides: dict[str, Any] = {"z_size": train[0].mu.shape[1], "num_mixtures": args.num_mixtures,
                                  "done_pos_weight": args.done_pos_weight}  # fmt: skip
