@@ -8,7 +8,8 @@ For every tau: CMA-ES in ``dreamgym/<Game>Dream-v0`` at that tau (``<out>/tau<ta
 the ES mean scored over ``--dream-episodes`` dreams at the same tau and ``--real-episodes`` real games
 through ``dreamgym/<Game>Latent-v0``. Writes ``sweep.json``, ``sweep.md`` (the table, with the paper's
 columns for TakeCover) and ``sweep.png`` (scores against tau; episode-length histograms, dream vs real,
-of each controller: the cheapest dream-fidelity check). Every finished step is skipped on a rerun.
+of each controller: the cheapest dream-fidelity check). The taus are trained in the order given (put the
+one you care about first); the table and plot are sorted by tau. Every finished step is skipped on a rerun.
 """
 
 from __future__ import annotations
@@ -173,7 +174,7 @@ def sweep(args: SweepArgs) -> list[dict[str, Any]]:
     taus = parse_taus(args.taus)
     game = WorldModel.load(args.world_model).config.game
     out = Path(args.out)
-    rows = [run_tau(args, game, tau) for tau in taus]
+    rows = sorted((run_tau(args, game, tau) for tau in taus), key=lambda row: row["tau"])
     save_json(out / "sweep.json", {"args": dataclasses.asdict(args), "game": game, "rows": rows})
     atomic_write(out / "sweep.md", lambda tmp: Path(tmp).write_text(markdown(rows, game, args)))
     plot(out / "sweep.png", rows, game)

@@ -374,7 +374,8 @@ def test_quick_pipeline_shape_on_synthetic_data(
     assert report["env"] == "dreamgym/TakeCoverLatent-v0" and len(report["returns"]) == 2
     assert "real-game score of the dream-trained controller" in capsys.readouterr().out
     timings = json.loads((ctx.out / "timings.json").read_text())
-    assert set(timings) == {n for n, _ in stages} and all(t["wall_s"] > 0 and t["cpu_s"] >= 0 for t in timings.values())
+    assert set(timings) == {n for n, _ in stages} - {"sweep"}  # no sweep in this preset
+    assert all(t["wall_s"] > 0 and t["cpu_s"] >= 0 for t in timings.values())
     stamp = (ctx.mdnrnn / MODEL_FILE).stat().st_mtime_ns
     pipeline_module.run_pipeline(args)
     assert (ctx.mdnrnn / MODEL_FILE).stat().st_mtime_ns == stamp
@@ -382,6 +383,15 @@ def test_quick_pipeline_shape_on_synthetic_data(
     given = dataclasses.replace(args, out=str(tmp_path / "given"), world_model=str(ctx.world_model))
     pipeline_module.run_pipeline(given)
     assert sorted(p.name for p in (tmp_path / "given").iterdir()) == ["controller", "evaluation.json", "timings.json"]
+    # a preset with a sweep: its controller stage trains the sweep's run at the pipeline's temperature
+    monkeypatch.setitem(pipeline_module.PRESETS, "tiny-sweep", dataclasses.replace(tiny, sweep_taus=(1.15, 0.5)))
+    swept = dataclasses.replace(given, out=str(tmp_path / "swept"), preset="tiny-sweep")
+    pipeline_module.run_pipeline(swept)
+    assert sorted(p.name for p in (tmp_path / "swept").iterdir()) == ["evaluation.json", "sweep", "timings.json"]
+    table = (tmp_path / "swept" / "sweep" / "sweep.md").read_text()
+    assert table.index("| 0.50 |") < table.index("| 1.15 |")  # sorted by tau, trained in the order given
+    report = json.loads((tmp_path / "swept" / "evaluation.json").read_text())
+    assert report["controller"] == str(tmp_path / "swept" / "sweep" / "tau1.15" / "mean")
     with pytest.raises(ValueError, match="--stop-after vae names a stage that --world-model skips"):
         pipeline_module.run_pipeline(dataclasses.replace(given, stop_after="vae"))
     with pytest.raises(ValueError, match="unknown preset"):

@@ -1,4 +1,5 @@
-"""The whole pipeline, one resumable command: collect -> vae -> encode -> mdnrnn -> bundle -> controller -> evaluate.
+"""The whole pipeline, one resumable command: collect -> vae -> encode -> mdnrnn -> bundle -> controller -> evaluate
+[-> sweep].
 
     python -m training.pipeline --game takecover --preset quick [--out runs/takecover-quick] [--device auto]
     python -m training.pipeline --game takecover --preset quick --world-model takecover   # shipped dream only
@@ -6,17 +7,21 @@
 Each stage is a function of the run's :class:`Context` that skips or resumes from its own outputs, so a
 killed pipeline is finished by rerunning the same command. Presets: ``quick`` is a smoke-scale demo
 sized for TakeCover on 2 CPU cores (about 15 minutes end to end on an idle machine); ``paper`` uses the
-paper's data and model sizes (hours on a GPU, days on 2 cores). Output folders under ``--out``::
+paper's data and model sizes (hours on a GPU, days on 2 cores) and ends with the paper's temperature
+sweep (:mod:`agents.temperature_sweep`, its table and plot). Output folders under ``--out``::
 
-    episodes/  vae/  latents/  mdnrnn/  world_model/  controller/  evaluation.json
+    episodes/  vae/  latents/  mdnrnn/  world_model/  controller/  evaluation.json  [sweep/]
+
+With a sweep, the controller stage trains the sweep's own run at ``--temperature`` (``sweep/tau1.15/``
+for TakeCover), so that temperature is not trained twice.
 
 With ``--world-model`` (a bundle folder or a shipped name) the stages that build a world model are skipped
 and only the controller is trained, in that dream, and scored. Wall and CPU seconds of every stage are
 added up in ``timings.json``.
 
 The controller is trained with CMA-ES only inside the dream (``dreamgym/<Game>Dream-v0``) and then
-scored in the real game through the latent wrapper (``dreamgym/<Game>Latent-v0``); the last line printed
-is that real-game score.
+scored in the real game through the latent wrapper (``dreamgym/<Game>Latent-v0``); the evaluate stage's last
+line is that real-game score.
 """
 
 from __future__ import annotations
@@ -30,8 +35,11 @@ from pathlib import Path
 from agents.cmaes import TrainArgs
 from agents.cmaes import train as train_controller
 from agents.evaluate import REAL_SEEDS, EvalArgs, evaluate
+from agents.temperature_sweep import SweepArgs, tau_dir
+from agents.temperature_sweep import sweep as temperature_sweep
 from dreamgym.checkpoint import load_json, save_json
 from dreamgym.envs.registration import dream_id, latent_id
+from dreamgym.games import get_game
 from training.bundle import BundleArgs, build_bundle
 from training.cli import parse_args
 from training.collect import CollectArgs, collect
@@ -64,6 +72,9 @@ class Preset:
     """dream episodes per CMA-ES candidate"""
     eval_episodes: int
     """real-game episodes scoring the trained controller"""
+    sweep_taus: tuple[float, ...] = ()
+    """temperatures of the closing temperature sweep (each trained as the controller, scored over
+    eval_episodes dreams and real games); empty: no sweep"""
 
 
 PRESETS: dict[str, Preset] = {
@@ -118,6 +129,7 @@ PRESETS: dict[str, Preset] = {
         cmaes_popsize=64,
         cmaes_episodes=16,
         eval_episodes=100,
+        sweep_taus=(0.1, 0.5, 1.0, 1.15, 1.3),
     ),
 }
 
@@ -178,8 +190,34 @@ class Context:
         return self.args.world_model or self.out / "world_model"
 
     @property
+    def temperature(self) -> float:
+        """The controller's dream temperature: ``--temperature`` or the game's default."""
+        return get_game(self.args.game).dream_temperature if self.args.temperature is None else self.args.temperature
+
+    @property
+    def sweep(self) -> Path:
+        return self.out / "sweep"
+
+    @property
     def controller(self) -> Path:
-        return self.out / "controller"
+        return tau_dir(self.sweep, self.temperature) if self.preset.sweep_taus else self.out / "controller"
+
+    def sweep_args(self) -> SweepArgs:
+        a, p = self.args, self.preset
+        return SweepArgs(
+            world_model=str(self.world_model),
+            taus=",".join(f"{tau:g}" for tau in p.sweep_taus),
+            obs_mode=a.obs_mode,
+            generations=p.cmaes_generations,
+            popsize=p.cmaes_popsize,
+            episodes=p.cmaes_episodes,
+            dream_episodes=p.eval_episodes,
+            real_episodes=p.eval_episodes,
+            seed=a.seed,
+            workers=a.workers,
+            device=a.device,
+            out=str(self.sweep),
+        )
 
 
 def run_collect(ctx: Context) -> None:
@@ -253,7 +291,7 @@ def run_controller(ctx: Context) -> None:
             env=dream_id(a.game),
             world_model=str(ctx.world_model),
             obs_mode=a.obs_mode,
-            temperature=a.temperature,
+            temperature=ctx.temperature,
             device=a.device,
             seed=a.seed,
             generations=p.cmaes_generations,
@@ -286,6 +324,10 @@ def run_evaluate(ctx: Context) -> None:
     )
 
 
+def run_sweep(ctx: Context) -> None:
+    temperature_sweep(ctx.sweep_args())
+
+
 BUILD_STAGES = frozenset({"collect", "vae", "encode", "mdnrnn", "bundle"})
 STAGES: list[tuple[str, Callable[[Context], None]]] = [
     ("collect", run_collect),
@@ -295,6 +337,7 @@ STAGES: list[tuple[str, Callable[[Context], None]]] = [
     ("bundle", run_bundle),
     ("controller", run_controller),
     ("evaluate", run_evaluate),
+    ("sweep", run_sweep),
 ]
 
 
@@ -318,7 +361,7 @@ def run_pipeline(args: PipelineArgs) -> Context:
     timings_path = ctx.out / "timings.json"
     timings = load_json(timings_path) if timings_path.is_file() else {}
     for name, stage in STAGES:
-        if args.world_model is not None and name in BUILD_STAGES:
+        if (args.world_model is not None and name in BUILD_STAGES) or (name == "sweep" and not ctx.preset.sweep_taus):
             continue
         start, cpu = time.perf_counter(), cpu_seconds()
         print(f"== {name} ==", flush=True)
