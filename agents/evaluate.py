@@ -15,12 +15,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
 from agents.backends import EnvArgs, backend_name, make_evaluator, make_single_env, parse_env_kwargs
 from agents.rollout import play_episode
 from dreamgym.checkpoint import save_json, versions
 from dreamgym.controller import LinearController
-from dreamgym.data import atomic_write
+from dreamgym.record import VIDEO_SUFFIXES, write_video
 from training.cli import parse_args
 
 # Episode seeds of the scores this project reports: real games from REAL_SEEDS + k, dreams from DREAM_SEEDS + k,
@@ -40,13 +41,20 @@ class EvalArgs(EnvArgs):
     out: str | None = None
     """JSON report (default <controller>/evaluation.json)"""
     gif: str | None = None
-    """write a GIF of episode 0 here"""
+    """write episode 0 here as a looping .gif (or an .mp4)"""
+    gif_every: int = 1
+    """keep every n-th frame of the recording (it still plays in real time)"""
+    gif_width: int | None = None
+    """resize the recording's frames to this width, keeping their aspect (default: as rendered)"""
+
+
+def resize_to_width(frame: np.ndarray, width: int) -> np.ndarray:
+    height = max(1, round(frame.shape[0] * width / frame.shape[1]))
+    return np.asarray(Image.fromarray(frame[..., :3]).resize((width, height), Image.Resampling.BILINEAR))
 
 
 def record_gif(path: str | Path, args: EvalArgs, controller: LinearController, seed: int) -> tuple[float, int]:
     """Plays one episode from ``seed`` with rgb_array rendering and writes it as a looping GIF."""
-    import imageio.v3 as iio
-
     env = make_single_env(args, render_mode="rgb_array")
     frames: list[np.ndarray] = []
     try:
@@ -54,7 +62,10 @@ def record_gif(path: str | Path, args: EvalArgs, controller: LinearController, s
         fps = env.metadata.get("render_fps") or 30
     finally:
         env.close()
-    atomic_write(path, lambda tmp: iio.imwrite(tmp, np.stack(frames), extension=".gif", duration=1000 / fps, loop=0))
+    kept = frames[:: args.gif_every]
+    if args.gif_width is not None:
+        kept = [resize_to_width(frame, args.gif_width) for frame in kept]
+    write_video(path, kept, fps / args.gif_every)
     return result
 
 
@@ -64,6 +75,10 @@ def evaluate(args: EvalArgs) -> dict[str, Any]:
         raise ValueError("--controller is required (a folder written by agents.cmaes, e.g. runs/cmaes/<run>/mean)")
     if args.episodes < 1:
         raise ValueError(f"--episodes must be >= 1, got {args.episodes}")
+    if args.gif_every < 1 or (args.gif_width is not None and args.gif_width < 1):
+        raise ValueError(f"--gif-every and --gif-width must be >= 1, got {args.gif_every} and {args.gif_width}")
+    if args.gif and Path(args.gif).suffix.lower() not in VIDEO_SUFFIXES:
+        raise ValueError(f"--gif {args.gif}: the recording must end in one of {VIDEO_SUFFIXES}")
     env = make_single_env(args)
     try:
         controller = LinearController.load(args.controller, env)

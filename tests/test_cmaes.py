@@ -367,14 +367,15 @@ def test_scripts_train_then_evaluate_with_gif(tmp_path: Path, run_module: Callab
     assert len(read_csv(out / "fitness.csv")) == 2 and (out / "mean" / "controller.safetensors").exists()
 
     done = run_module(
-        "agents.evaluate", *env, *f"--controller {out / 'mean'} --episodes 5 --seed 10 --gif {gif}".split()
-    )
+        "agents.evaluate", *env,
+        *f"--controller {out / 'mean'} --episodes 5 --seed 10 --gif {gif} --gif-every 2 --gif-width 150".split(),
+    )  # fmt: skip
     assert "± " in done.stdout and "over 5 episodes" in done.stdout
     report = json.loads((out / "mean" / "evaluation.json").read_text())
     assert report["seeds"] == [10, 11, 12, 13, 14] and len(report["returns"]) == 5
     frames = iio.imread(gif, index=None)
-    # one frame after the reset and one per step (the GIF writer may merge frames that quantise alike)
-    assert frames.shape[1:] == (400, 600, 3) and 1 < len(frames) <= report["gif"]["return"] + 1
+    # every 2nd of one frame after the reset and one per step (the writer may merge frames that quantise alike)
+    assert frames.shape[1:3] == (100, 150) and 1 < len(frames) <= report["gif"]["return"] // 2 + 1
 
 
 def test_evaluate_writes_per_episode_report(tmp_path: Path) -> None:
@@ -396,3 +397,5 @@ def test_evaluate_writes_per_episode_report(tmp_path: Path) -> None:
 
     with pytest.raises(ValueError, match="does not fit this env"):
         evaluate(dataclasses.replace(args, env="Pendulum-v1", env_kwargs="{}"))
+    with pytest.raises(ValueError, match=r"--gif .*report\.png: the recording must end in one of"):
+        evaluate(dataclasses.replace(args, gif=str(tmp_path / "report.png")))
