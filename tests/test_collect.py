@@ -16,7 +16,9 @@ import numpy as np
 import pytest
 
 import training.collect as collect_module
+from dreamgym.controller import ControllerConfig, LinearController
 from dreamgym.data import episode_path, list_episodes, load_episode
+from dreamgym.envs.latent import make_latent_env
 from dreamgym.games import CARRACING, FRAME_SHAPE, MissingGameError, get_game
 from training.collect import CollectArgs, collect, collect_episode, episode_seed, exploring_spec, play_episode
 
@@ -222,3 +224,44 @@ def test_takecover_long_holds_exploration_reaches_the_walls_and_is_selectable() 
     assert chosen.exploration is spec.explorations["long-holds"] and chosen.name == "takecover"
     with pytest.raises(ValueError, match="--exploration 'wander': game 'takecover' has \\['long-holds'\\]"):
         exploring_spec(CollectArgs(game="takecover", exploration="wander"))
+
+
+def test_controller_collection_plays_the_perturbed_controller_through_the_world_model(
+    tmp_path: Path, tiny_bundle, monkeypatch
+) -> None:
+    """--controller: every shard is the controller (its parameters perturbed per episode) playing the real
+    game seen through the bundle, reproducible from the recorded seed; with no noise its actions are the
+    controller's own on the latent observations."""
+    monkeypatch.chdir(tmp_path)  # ViZDoom writes _vizdoom.ini into the working folder
+    bundle = tiny_bundle("takecover")
+    env = make_latent_env("takecover", bundle, obs_mode="zch", max_episode_steps=40)
+    config = ControllerConfig.for_env(env, "dreamgym/TakeCoverLatent-v0")
+    params = np.random.default_rng(0).normal(0, 1.0, config.n_params).astype(np.float32)
+    LinearController(config, params).save(tmp_path / "c")
+    args = CollectArgs(game="takecover", episodes=3, workers=2, out=str(tmp_path / "eps"), max_steps=40,
+                       controller=str(tmp_path / "c"), world_model=str(bundle), obs_mode="zch")  # fmt: skip
+    collect(args)
+    episodes = [load_episode(p) for p in list_episodes(tmp_path / "eps")]
+    assert len(episodes) == 3 and all(e.frames.shape[1:] == FRAME_SHAPE and len(e) >= 1 for e in episodes)
+    spec, player, make_policy = collect_module.make_player(args)
+    replay = play_episode(spec, player, episodes[1].seed, make_policy)
+    assert np.array_equal(replay.frames, episodes[1].frames) and np.array_equal(replay.actions, episodes[1].actions)
+    player.close()
+
+    _, player, exact = collect_module.make_player(dataclasses.replace(args, param_noise=0.0))
+    played = play_episode(spec, player, 7, exact)
+    player.close()
+    obs, _ = env.reset(seed=7)
+    controller = LinearController(config, params)
+    for action in played.actions:
+        assert action == controller.act(obs)
+        obs, *_ = env.step(action)
+    env.close()
+    for bad, message in (
+        ({"exploration": "long-holds"}, "--exploration and --controller are two different policies"),
+        ({"param_noise": -1.0}, "--param-noise must be a finite std >= 0"),
+        ({"obs_mode": "zh"}, "does not fit this env"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            collect(dataclasses.replace(args, out=str(tmp_path / "bad"), **bad))
+    assert not (tmp_path / "bad").exists()

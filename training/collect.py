@@ -1,9 +1,14 @@
-"""Collect random-policy rollouts of a real game into episode shards, in parallel and resumably.
+"""Collect rollouts of a real game into episode shards, in parallel and resumably.
 
     python -m training.collect --game takecover --episodes 2000 --workers 2 --out data/takecover
+    python -m training.collect --game takecover --episodes 2600 --out data/takecover \
+        --controller runs/takecover/controller/mean --world-model takecover       # iterative training
 
 Episode ``i`` is played with a seed derived from ``(--seed, i, attempt)`` by the game's exploration
-policy; episodes shorter than the game's minimum are re-drawn with the next attempt. Each finished
+policy, or, with ``--controller``, by that controller seeing the real game through ``--world-model``
+(``dreamgym/<Game>Latent-v0``) with its parameters perturbed per episode by ``--param-noise`` (the
+paper's iterative procedure: new data where the current controller goes, so the next M is right
+there); episodes shorter than the game's minimum are re-drawn with the next attempt. Each finished
 episode is written atomically, so a run killed at any moment (even SIGKILL) is finished by rerunning the
 same command: existing shards are kept, missing ones are collected, and every shard is the same as an
 uninterrupted run's.
@@ -16,14 +21,19 @@ import json
 import multiprocessing as mp
 import multiprocessing.util
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import gymnasium as gym
 import numpy as np
+import torch
 from tqdm import tqdm
 
+from dreamgym.controller import LinearController
 from dreamgym.data import Episode, episode_path, list_episodes, save_episode
+from dreamgym.envs.latent import LatentObservation, make_latent_env
 from dreamgym.games import GameSpec, get_game
 from dreamgym.processes import become_worker
 from training.cli import parse_args
@@ -45,6 +55,14 @@ class CollectArgs:
     """cap on episode length (default: the game's own cap)"""
     exploration: str | None = None
     """one of the game's named alternative exploration policies (default: its own; TakeCover: long-holds)"""
+    controller: str | None = None
+    """play with this controller folder (written by agents.cmaes) instead of an exploration policy"""
+    world_model: str | None = None
+    """bundle folder or shipped name the controller sees the game through (default: the shipped one)"""
+    obs_mode: str = "zch"
+    """the controller's input: zch, zh or z"""
+    param_noise: float = 0.1
+    """std of the Gaussian added to the controller's parameters, drawn anew for every episode"""
 
 
 def episode_seed(base_seed: int, index: int, attempt: int) -> int:
@@ -52,16 +70,43 @@ def episode_seed(base_seed: int, index: int, attempt: int) -> int:
     return int(np.random.SeedSequence([base_seed, index, attempt]).generate_state(1, np.uint32)[0])
 
 
-def play_episode(spec: GameSpec, env, seed: int) -> Episode:
-    """Plays one exploration episode of ``env`` (the spec's real env) from ``seed``."""
-    policy = spec.exploration(np.random.default_rng(seed))
+Policy = Callable[[np.ndarray], Any]
+"""observation of the env played -> action in the game spec's action space"""
+
+
+def exploration_policy(spec: GameSpec) -> Callable[[np.random.Generator], Policy]:
+    """The spec's exploration policy, reading the raw game's observations."""
+
+    def make(rng: np.random.Generator) -> Policy:
+        act = spec.exploration(rng)
+        return lambda obs: act(spec.to_frame(obs))
+
+    return make
+
+
+def perturbed_controller(controller: LinearController, noise: float) -> Callable[[np.random.Generator], Policy]:
+    """``controller`` with N(0, noise^2) added to its parameters, drawn per episode; reads latent observations."""
+
+    def make(rng: np.random.Generator) -> Policy:
+        params = controller.params + rng.normal(0.0, noise, controller.params.shape).astype(np.float32)
+        return LinearController(controller.config, params).act
+
+    return make
+
+
+def play_episode(spec: GameSpec, env: gym.Env, seed: int,
+                 make_policy: Callable[[np.random.Generator], Policy] | None = None) -> Episode:  # fmt: skip
+    """Plays one episode of ``env`` from ``seed``: the spec's raw real env with its exploration policy (default),
+    or the game seen through a world model (:class:`LatentObservation`) with a policy of latent observations."""
+    latent = isinstance(env, LatentObservation)
+    policy = (make_policy or exploration_policy(spec))(np.random.default_rng(seed))
     obs, _ = env.reset(seed=seed)
     frames, actions, rewards, terminated, truncated = [], [], [], [], []
     done = False
     while not done:
-        frame = spec.to_frame(obs)
-        action = policy(frame)
-        obs, reward, term, trunc, _ = env.step(spec.to_game_action(action))
+        frame = env.frame if latent else spec.to_frame(obs)
+        action = policy(obs)
+        obs, reward, term, trunc, _ = env.step(action if latent else spec.to_game_action(action))
         frames.append(frame)
         actions.append(action)
         rewards.append(reward)
@@ -79,11 +124,12 @@ def play_episode(spec: GameSpec, env, seed: int) -> Episode:
     )
 
 
-def collect_episode(spec: GameSpec, env, base_seed: int, index: int, min_steps: int) -> Episode:
+def collect_episode(spec: GameSpec, env: gym.Env, base_seed: int, index: int, min_steps: int,
+                    make_policy: Callable[[np.random.Generator], Policy] | None = None) -> Episode:  # fmt: skip
     """Episode ``index``: the first attempt at least ``min_steps`` long."""
     attempt = 0
     while True:
-        episode = play_episode(spec, env, episode_seed(base_seed, index, attempt))
+        episode = play_episode(spec, env, episode_seed(base_seed, index, attempt), make_policy)
         if len(episode) >= min_steps:
             return episode
         attempt += 1
@@ -95,6 +141,8 @@ _worker: dict = {}
 def exploring_spec(args: CollectArgs) -> GameSpec:
     """The game spec whose ``exploration`` is the policy ``args`` asks for."""
     spec = get_game(args.game)
+    if args.exploration is not None and args.controller is not None:
+        raise ValueError("--exploration and --controller are two different policies: pass one")
     if args.exploration is None:
         return spec
     if args.exploration not in spec.explorations:
@@ -102,20 +150,36 @@ def exploring_spec(args: CollectArgs) -> GameSpec:
     return dataclasses.replace(spec, exploration=spec.explorations[args.exploration])
 
 
-def _init_worker(args: CollectArgs) -> None:
+def make_player(args: CollectArgs) -> tuple[GameSpec, gym.Env, Callable[[np.random.Generator], Policy] | None]:
+    """The game spec, the env to play and the policy maker that ``args`` ask for (None: the exploration)."""
     spec = exploring_spec(args)
-    env = spec.make_real_env(max_episode_steps=args.max_steps)
+    if args.controller is None:
+        return spec, spec.make_real_env(max_episode_steps=args.max_steps), None
+    if not (np.isfinite(args.param_noise) and args.param_noise >= 0):
+        raise ValueError(f"--param-noise must be a finite std >= 0, got {args.param_noise}")
+    env = make_latent_env(spec.name, args.world_model, obs_mode=args.obs_mode, max_episode_steps=args.max_steps)
+    try:
+        controller = LinearController.load(args.controller, env)
+    except BaseException:
+        env.close()
+        raise
+    return spec, env, perturbed_controller(controller, args.param_noise)
+
+
+def _init_worker(args: CollectArgs) -> None:
+    torch.set_num_threads(1)  # one core per worker: V and M run on every step beside the game
+    spec, env, make_policy = make_player(args)
     become_worker(env.close)
     # Also close the game when the worker exits normally (VizDoom's engine would outlive it).
     multiprocessing.util.Finalize(env, env.close, exitpriority=10)
-    _worker.update(spec=spec, args=args, env=env)
+    _worker.update(spec=spec, args=args, env=env, make_policy=make_policy)
 
 
 def _collect_one(index: int) -> tuple[int, int, float]:
     spec, args = _worker["spec"], _worker["args"]
     min_steps = min(spec.min_episode_steps, args.max_steps or spec.max_episode_steps)
     start = time.perf_counter()
-    episode = collect_episode(spec, _worker["env"], args.seed, index, min_steps)
+    episode = collect_episode(spec, _worker["env"], args.seed, index, min_steps, _worker.get("make_policy"))
     save_episode(episode_path(args.out, index), episode)
     return index, len(episode), time.perf_counter() - start
 
@@ -127,8 +191,8 @@ def missing_indices(out: Path, episodes: int) -> list[int]:
 
 def collect(args: CollectArgs) -> dict:
     """Collects every missing episode of ``args.out``; returns speed and size statistics."""
-    spec = exploring_spec(args)
-    spec.make_game().close()  # fail fast, in this process, with a clear error if the game is missing
+    spec, env, _ = make_player(args)  # fail fast, here, on a missing game, bundle or unfitting controller
+    env.close()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     for stale in out.glob(".episode_*.tmp"):

@@ -105,6 +105,13 @@ class LatentObservation(gym.Wrapper[np.ndarray, Any, Any, Any]):
         self._z = mu
         return latent_observation(self._z, self._h, self._c, self.obs_mode)[0].cpu().numpy()
 
+    @property
+    def frame(self) -> np.ndarray:
+        """The last real frame, as V saw it (64, 64, 3) uint8."""
+        if self._frame is None:
+            raise gym.error.ResetNeeded("call reset() first")
+        return self._frame
+
     def render(self) -> Any:
         if not self.side_by_side or self.render_mode is None:
             return self.env.render()
