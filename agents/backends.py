@@ -19,6 +19,7 @@ from agents.rollout import Evaluator, VectorEvaluator, env_kwargs_for, is_dream,
 from agents.workers import PoolEvaluator, RayEvaluator
 from dreamgym.controller import ControllerConfig
 from dreamgym.devices import resolve_device
+from training.common import set_threads
 
 BACKENDS = ("auto", "vector", "pool", "ray")
 
@@ -45,6 +46,9 @@ class EnvArgs:
     """ray backend: auto | HOST:PORT (implies --backend ray)"""
     episode_timeout: float = 600.0
     """pool/ray backends: seconds after which an unfinished episode's worker counts as hung and is retried"""
+    threads: int | None = None
+    """torch CPU threads of this process (default: torch's, one per core); pass 1 while other jobs share the
+    cores: oversubscribed threads made a dream generation 3x slower on 2 busy cores"""
 
 
 def parse_env_kwargs(args: EnvArgs) -> dict[str, Any]:
@@ -89,7 +93,9 @@ def probe_config(args: EnvArgs, bias: bool | None = None) -> ControllerConfig:
 
 
 def make_evaluator(args: EnvArgs, config: ControllerConfig) -> Evaluator:
+    """The backend ``args`` ask for; sets this process's torch threads (``--threads``) first."""
     kwargs, name = parse_env_kwargs(args), backend_name(args)
+    set_threads(args.threads)
     if name == "vector":
         return VectorEvaluator(args.env, kwargs, config, args.device)
     if name == "pool":

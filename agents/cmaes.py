@@ -34,7 +34,7 @@ from dreamgym.data import ShardError, load_arrays, save_arrays
 from training.cli import parse_args
 
 # Settings that may change when resuming a run; any other difference means a different run.
-_RESUMABLE = {"generations", "out", "device", "backend", "workers", "ray_address", "episode_timeout"}
+_RESUMABLE = {"generations", "out", "device", "backend", "workers", "ray_address", "episode_timeout", "threads"}
 _TRAIN_STREAM, _EVAL_STREAM, _SAMPLE_STREAM = 0, 1, 2
 
 

@@ -59,6 +59,8 @@ class SweepArgs:
     """CMA-ES seed; dream scores use seeds from 2,000,000, real ones from 1,000,000 (never trained on)"""
     workers: int = 2
     """real-game worker processes"""
+    threads: int | None = None
+    """torch CPU threads of this process (see agents.cmaes --threads)"""
     device: str = "auto"
     out: str = "runs/takecover/sweep"
 
@@ -94,6 +96,7 @@ def run_tau(args: SweepArgs, game: str, tau: float) -> dict[str, Any]:
             obs_mode=args.obs_mode,
             temperature=tau,
             device=args.device,
+            threads=args.threads,
             seed=args.seed,
             generations=args.generations,
             popsize=args.popsize,
@@ -104,7 +107,7 @@ def run_tau(args: SweepArgs, game: str, tau: float) -> dict[str, Any]:
     )
     controller = str(folder / "mean")
     common = {"world_model": args.world_model, "obs_mode": args.obs_mode, "device": args.device,
-              "controller": controller}  # fmt: skip
+              "threads": args.threads, "controller": controller}  # fmt: skip
     dream_path, real_path = folder / "mean" / "evaluation_dream.json", folder / "mean" / "evaluation_real.json"
     dream = scored(dream_path, lambda: evaluate(EvalArgs(env=dream_id(game), temperature=tau, **common,
                    episodes=args.dream_episodes, seed=DREAM_SEEDS, out=str(dream_path))))  # fmt: skip

@@ -19,6 +19,7 @@ from conftest import make_tiny_world_model
 from gymnasium.envs.classic_control.cartpole import CartPoleEnv
 
 import agents.cmaes as cmaes
+from agents.backends import make_evaluator
 from agents.cmaes import TrainArgs, load_checkpoint, penalised_costs, train
 from agents.evaluate import EvalArgs, evaluate
 from agents.rollout import Scores, VectorEvaluator, make_vector_env, rollout_population
@@ -399,3 +400,15 @@ def test_evaluate_writes_per_episode_report(tmp_path: Path) -> None:
         evaluate(dataclasses.replace(args, env="Pendulum-v1", env_kwargs="{}"))
     with pytest.raises(ValueError, match=r"--gif .*report\.png: the recording must end in one of"):
         evaluate(dataclasses.replace(args, gif=str(tmp_path / "report.png")))
+
+
+def test_threads_option_sets_this_processes_torch_threads() -> None:
+    before = torch.get_num_threads()
+    args = EvalArgs(env="CartPole-v1", env_kwargs=json.dumps(CARTPOLE_KW), device="cpu", threads=1)
+    try:
+        make_evaluator(args, cartpole_config()).close()
+        assert torch.get_num_threads() == 1
+        with pytest.raises(ValueError, match="threads must be >= 1, got 0"):
+            make_evaluator(dataclasses.replace(args, threads=0), cartpole_config())
+    finally:
+        torch.set_num_threads(before)

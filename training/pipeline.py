@@ -215,6 +215,7 @@ class Context:
             real_episodes=p.eval_episodes,
             seed=a.seed,
             workers=a.workers,
+            threads=a.threads,
             device=a.device,
             out=str(self.sweep),
         )
@@ -293,6 +294,7 @@ def run_controller(ctx: Context) -> None:
             obs_mode=a.obs_mode,
             temperature=ctx.temperature,
             device=a.device,
+            threads=a.threads,
             seed=a.seed,
             generations=p.cmaes_generations,
             popsize=p.cmaes_popsize,
@@ -311,6 +313,7 @@ def run_evaluate(ctx: Context) -> None:
             world_model=str(ctx.world_model),
             obs_mode=a.obs_mode,
             device=a.device,
+            threads=a.threads,
             workers=a.workers,
             controller=str(ctx.controller / "mean"),
             episodes=ctx.preset.eval_episodes,
