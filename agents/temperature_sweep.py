@@ -86,25 +86,28 @@ def scored(path: Path, make: Any) -> dict[str, Any]:
     return make()
 
 
+def train_args(args: SweepArgs, game: str, tau: float, out: Path) -> TrainArgs:
+    """The CMA-ES run of one tau, written to ``out`` (the pipeline trains its controller with these too)."""
+    return TrainArgs(
+        env=dream_id(game),
+        world_model=args.world_model,
+        obs_mode=args.obs_mode,
+        temperature=tau,
+        device=args.device,
+        threads=args.threads,
+        seed=args.seed,
+        generations=args.generations,
+        popsize=args.popsize,
+        episodes=args.episodes,
+        eval_every=0,
+        out=str(out),
+    )
+
+
 def run_tau(args: SweepArgs, game: str, tau: float) -> dict[str, Any]:
     """Trains (or resumes) the controller of one tau and scores it in the dream and the real game."""
     folder = tau_dir(Path(args.out), tau)
-    train_controller(
-        TrainArgs(
-            env=dream_id(game),
-            world_model=args.world_model,
-            obs_mode=args.obs_mode,
-            temperature=tau,
-            device=args.device,
-            threads=args.threads,
-            seed=args.seed,
-            generations=args.generations,
-            popsize=args.popsize,
-            episodes=args.episodes,
-            eval_every=0,
-            out=str(folder),
-        )  # fmt: skip
-    )
+    train_controller(train_args(args, game, tau, folder))
     controller = str(folder / "mean")
     common = {"world_model": args.world_model, "obs_mode": args.obs_mode, "device": args.device,
               "threads": args.threads, "controller": controller}  # fmt: skip

@@ -32,13 +32,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from agents.cmaes import TrainArgs
 from agents.cmaes import train as train_controller
 from agents.evaluate import REAL_SEEDS, EvalArgs, evaluate
 from agents.temperature_sweep import SweepArgs, tau_dir
 from agents.temperature_sweep import sweep as temperature_sweep
+from agents.temperature_sweep import train_args as sweep_train_args
 from dreamgym.checkpoint import load_json, save_json
-from dreamgym.envs.registration import dream_id, latent_id
+from dreamgym.envs.registration import latent_id
 from dreamgym.games import get_game
 from training.bundle import BundleArgs, build_bundle
 from training.cli import parse_args
@@ -203,6 +203,7 @@ class Context:
         return tau_dir(self.sweep, self.temperature) if self.preset.sweep_taus else self.out / "controller"
 
     def sweep_args(self) -> SweepArgs:
+        """The preset's CMA-ES and scoring settings as a sweep over its ``sweep_taus`` (maybe none)."""
         a, p = self.args, self.preset
         return SweepArgs(
             world_model=str(self.world_model),
@@ -286,23 +287,8 @@ def run_bundle(ctx: Context) -> None:
 
 
 def run_controller(ctx: Context) -> None:
-    a, p = ctx.args, ctx.preset
-    train_controller(
-        TrainArgs(
-            env=dream_id(a.game),
-            world_model=str(ctx.world_model),
-            obs_mode=a.obs_mode,
-            temperature=ctx.temperature,
-            device=a.device,
-            threads=a.threads,
-            seed=a.seed,
-            generations=p.cmaes_generations,
-            popsize=p.cmaes_popsize,
-            episodes=p.cmaes_episodes,
-            eval_every=0,
-            out=str(ctx.controller),
-        )
-    )
+    # the sweep's own settings, so that with a sweep this is exactly its run at ctx.temperature
+    train_controller(sweep_train_args(ctx.sweep_args(), ctx.args.game, ctx.temperature, ctx.controller))
 
 
 def run_evaluate(ctx: Context) -> None:
