@@ -199,17 +199,58 @@ def _random_linear_controller(rng: np.random.Generator) -> Callable[[np.ndarray]
     """A linear controller with random weights per episode on an 8x8 grey thumbnail of the frame.
 
     The paper's CarRacing data came from random-weight controllers acting on features of the frame,
-    giving each episode its own driving style; the thumbnail stands in for an untrained V.
+    giving each episode its own driving style; the thumbnail stands in for an untrained V. The brake's
+    bias is negative so that most episodes move (a braking car shows one frame for 1,000 steps).
     """
     scale = rng.uniform(0.05, 0.5)
     weights = rng.normal(0.0, scale, size=(3, 64)).astype(np.float32)
-    bias = rng.normal(0.0, 0.5, size=3).astype(np.float32)
+    bias = np.array([rng.normal(0.0, 0.5), rng.normal(0.0, 0.5), rng.normal(-1.5, 0.5)], np.float32)
 
     def act(frame: np.ndarray) -> np.ndarray:
         grey = frame.reshape(8, 8, 8, 8, 3).mean(axis=(1, 3, 4)).reshape(-1) / 255.0 - 0.5
         return _carracing_squash(np.tanh(weights @ grey * 8.0 + bias))
 
     return act
+
+
+def road_mask(frame: np.ndarray) -> np.ndarray:
+    """(H, W) bool: the grey road pixels of a 64x64 CarRacing frame (grass is green, the car red)."""
+    rgb = frame.astype(np.int16)
+    return (np.abs(rgb[..., 1] - rgb[..., 0]) < 25) & (rgb[..., 0] > 80) & (rgb[..., 0] < 140)
+
+
+def _noisy_road_follower(rng: np.random.Generator) -> Callable[[np.ndarray], np.ndarray]:
+    """Steers toward the road ahead with per-episode gain, speed and noise, and random excursions.
+
+    Random driving leaves the road within a few dozen frames, so its data has almost no corners, speed or
+    tile rewards: exactly what a dream-trained controller needs M to know. This crude follower (the
+    centre of the road pixels in the rows ahead of the car) drives slowly along the track, loses it at
+    sharp corners and now and then steers away for 10-60 frames, so the data holds driving on the road,
+    leaving it and coming back, each at its own style.
+    """
+    gain, gas, noise = rng.uniform(1.0, 3.0), rng.uniform(0.05, 0.3), rng.uniform(0.0, 0.3)
+    excursion_rate = rng.uniform(0.0, 0.02)
+    state = {"steer": 0.0, "last": 0.0, "left": 0, "away": 0.0}
+
+    def act(frame: np.ndarray) -> np.ndarray:
+        road = road_mask(frame[20:52])
+        if road.any():
+            centre = float((road.sum(axis=0) * np.arange(road.shape[1])).sum() / road.sum())
+            state["last"] = float(np.clip(gain * (centre - 32.0) / 16.0, -1.0, 1.0))
+        if state["left"] == 0 and rng.random() < excursion_rate:
+            state["left"], state["away"] = int(rng.integers(10, 61)), float(rng.uniform(-1.0, 1.0))
+        target = state["away"] if state["left"] > 0 else state["last"]
+        state["left"] = max(state["left"] - 1, 0)
+        state["steer"] = 0.7 * state["steer"] + 0.3 * (target + noise * rng.normal())
+        throttle = gas * rng.uniform(0.5, 1.5)
+        return np.array([np.clip(state["steer"], -1.0, 1.0), throttle, 0.0], np.float32)
+
+    return act
+
+
+def _carracing_exploration(rng: np.random.Generator) -> Callable[[np.ndarray], np.ndarray]:
+    """Per episode: the noisy road follower (70 %) or a random linear controller (30 %)."""
+    return _noisy_road_follower(rng) if rng.random() < 0.7 else _random_linear_controller(rng)
 
 
 CARRACING = GameSpec(
@@ -231,8 +272,9 @@ CARRACING = GameSpec(
     encode_action=lambda a: a.reshape(-1, 3).to(torch.float32),
     squash_action=_carracing_squash,
     controller_outputs=3,
-    exploration=_random_linear_controller,
+    exploration=_carracing_exploration,
     render_fps=50,
+    explorations={"random-linear": _random_linear_controller, "road-follower": _noisy_road_follower},
 )
 
 

@@ -19,7 +19,7 @@ import training.collect as collect_module
 from dreamgym.controller import ControllerConfig, LinearController
 from dreamgym.data import episode_path, list_episodes, load_episode
 from dreamgym.envs.latent import make_latent_env
-from dreamgym.games import CARRACING, FRAME_SHAPE, MissingGameError, get_game
+from dreamgym.games import CARRACING, FRAME_SHAPE, MissingGameError, get_game, road_mask
 from training.collect import CollectArgs, collect, collect_episode, episode_seed, exploring_spec, play_episode
 
 # The parallel run that the interrupted one must reproduce: CarRacing, short episodes, 2 workers.
@@ -265,3 +265,32 @@ def test_controller_collection_plays_the_perturbed_controller_through_the_world_
         with pytest.raises(ValueError, match=message):
             collect(dataclasses.replace(args, out=str(tmp_path / "bad"), **bad))
     assert not (tmp_path / "bad").exists()
+
+
+def road_frame(left: int, right: int) -> np.ndarray:
+    """A synthetic 64x64 CarRacing frame: green grass with a vertical grey road over columns [left, right)."""
+    frame = np.empty((64, 64, 3), np.uint8)
+    frame[:] = (100, 202, 100)
+    frame[:, left:right] = (102, 102, 102)
+    return frame
+
+
+def test_carracing_road_follower_steers_toward_the_road_and_keeps_moving() -> None:
+    """The default CarRacing data comes mostly from a noisy follower of the road (random driving leaves the
+    track at once); it steers toward the road's side, always gives gas and never brakes."""
+    follower = get_game("carracing").explorations["road-follower"]
+    for seed in range(5):
+        for (left, right), sign in [((44, 56), 1.0), ((8, 20), -1.0)]:
+            policy = follower(np.random.default_rng(seed))
+            actions = np.array([policy(road_frame(left, right)) for _ in range(40)])
+            assert sign * actions[10:, 0].mean() > 0.3
+            assert (actions[:, 1] > 0).all() and (actions[:, 2] == 0).all()
+    assert road_mask(road_frame(44, 56))[:, 44:56].all() and not road_mask(road_frame(44, 56))[:, :44].any()
+
+
+def test_carracing_default_exploration_mixes_road_following_and_random_linear_episodes() -> None:
+    """A random linear controller answers one frame with one action; the follower's throttle is noisy."""
+    explore, frame = get_game("carracing").exploration, road_frame(24, 40)
+    policies = [explore(np.random.default_rng(seed)) for seed in range(100)]
+    followers = sum(not np.array_equal(policy(frame), policy(frame)) for policy in policies)
+    assert 55 <= followers <= 85  # 70 % expected
