@@ -3,7 +3,8 @@
     python -m agents.cmaes --env dreamgym/TakeCoverDream-v0 --world-model runs/takecover/world_model
     python -m agents.cmaes --env CartPole-v1 --popsize 16 --episodes 4 --generations 20
 
-Each generation samples ``--popsize`` candidates around the ES mean (x0 = 0, sigma0 = 0.1) and scores
+Each generation samples ``--popsize`` candidates around the ES mean (x0 = 0, or the parameters of the
+``--init`` controller for a fine-tune, e.g. of a dream-trained controller in the real game; sigma0 = 0.1) and scores
 each as its mean return over ``--episodes`` episodes, all P·E episodes played by one backend call (see
 :mod:`agents.backends`). Every generation writes, under ``--out`` (default ``runs/cmaes/<env>__<seed>``):
 ``best/`` and ``mean/`` controllers, ``fitness.csv``, ``fitness.png``, TensorBoard events in ``tb/``, and
@@ -49,7 +50,9 @@ class TrainArgs(EnvArgs):
     episodes: int = 16
     """episodes per candidate; its fitness is their mean return"""
     sigma0: float = 0.1
-    """initial CMA-ES step size (x0 = 0)"""
+    """initial CMA-ES step size"""
+    init: str | None = None
+    """controller folder whose parameters are the ES's starting mean (default: zeros); it must fit --env"""
     weight_decay: float = 0.0
     """L2 penalty: the ES maximises mean return - weight_decay * mean(params ** 2)"""
     bias: bool | None = None
@@ -84,7 +87,20 @@ class SeededNormal:
         return self.rng.standard_normal(shape)
 
 
-def new_es(n_params: int, args: TrainArgs) -> cma.CMAEvolutionStrategy:
+def initial_mean(args: TrainArgs, config: ControllerConfig) -> np.ndarray:
+    """x0: zeros, or the ``--init`` controller's parameters (float64) when its config is ``config``'s."""
+    if args.init is None:
+        return np.zeros(config.n_params)
+    start = LinearController.load(args.init)
+    ours, theirs = dataclasses.asdict(config), dataclasses.asdict(start.config)
+    diff = {k: (theirs[k], v) for k, v in ours.items() if k != "env_id" and theirs[k] != v}
+    if diff:
+        changes = ", ".join(f"{k}: {old!r} (controller) vs {new!r} ({args.env})" for k, (old, new) in diff.items())
+        raise ValueError(f"--init {args.init} does not fit {args.env}: {changes}")
+    return start.params.astype(np.float64)
+
+
+def new_es(x0: np.ndarray, args: TrainArgs) -> cma.CMAEvolutionStrategy:
     options = {
         "popsize": args.popsize,
         "seed": np.nan,
@@ -93,7 +109,7 @@ def new_es(n_params: int, args: TrainArgs) -> cma.CMAEvolutionStrategy:
         "verb_log": 0,
         "verb_disp": 0,
     }
-    return cma.CMAEvolutionStrategy(np.zeros(n_params), args.sigma0, options)
+    return cma.CMAEvolutionStrategy(x0, args.sigma0, options)
 
 
 def penalised_costs(fitness: np.ndarray, solutions: np.ndarray, weight_decay: float) -> np.ndarray:
@@ -181,9 +197,10 @@ def train(args: TrainArgs) -> Path:
         if len(state.best_params) != config.n_params:
             raise ValueError(f"{checkpoint}: {len(state.best_params)} parameters, the env needs {config.n_params}")
     else:
+        x0 = initial_mean(args, config)  # before anything is written: a misfit --init leaves no run behind
         save_json(out / "args.json", dataclasses.asdict(args))
         empty = np.zeros((0, len(COLUMNS)))
-        state = RunState(new_es(config.n_params, args), 0, empty, np.zeros(config.n_params), -np.inf)
+        state = RunState(new_es(x0, args), 0, empty, x0.copy(), -np.inf)
     evaluator = make_evaluator(args, config)
     writer = SummaryWriter(str(out / "tb"), purge_step=state.generation or None)
     bar = tqdm(

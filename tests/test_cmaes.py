@@ -20,7 +20,7 @@ from gymnasium.envs.classic_control.cartpole import CartPoleEnv
 
 import agents.cmaes as cmaes
 from agents.backends import make_evaluator
-from agents.cmaes import TrainArgs, load_checkpoint, penalised_costs, train
+from agents.cmaes import TrainArgs, load_checkpoint, penalised_costs, run_dir, train
 from agents.evaluate import EvalArgs, evaluate
 from agents.rollout import Scores, VectorEvaluator, make_vector_env, rollout_population
 from agents.runlog import COLUMNS, read_csv
@@ -263,6 +263,16 @@ def test_cmaes_solves_cartpole(tmp_path: Path) -> None:
     col = {c: history[:, i] for i, c in enumerate(COLUMNS)}
     assert col["mean"][0] < 30
     assert col["eval_mean"][-1] >= 100
+
+    # --init: a fine-tune starts from that controller (its first population scores like it, not like zeros) ...
+    solved = run_dir(args) / "mean"
+    tune = dataclasses.replace(args, out=str(tmp_path / "tune"), init=str(solved), sigma0=0.01, generations=1)
+    assert read_csv(train(tune) / "fitness.csv")[0, COLUMNS.index("mean")] >= 60
+    # ... and a controller for another env fails before the run folder holds anything
+    other = dataclasses.replace(tune, env="MountainCarContinuous-v0", env_kwargs="{}", out=str(tmp_path / "other"))
+    with pytest.raises(ValueError, match="does not fit MountainCarContinuous-v0: obs_dim: 4"):
+        train(other)
+    assert not (tmp_path / "other" / "args.json").exists()
 
 
 def comparable(history: np.ndarray) -> np.ndarray:
