@@ -92,12 +92,17 @@ def probe_config(args: EnvArgs, bias: bool | None = None) -> ControllerConfig:
         env.close()
 
 
-def make_evaluator(args: EnvArgs, config: ControllerConfig) -> Evaluator:
-    """The backend ``args`` ask for; sets this process's torch threads (``--threads``) first."""
+def make_evaluator(args: EnvArgs, config: ControllerConfig, progress: str | None = None) -> Evaluator:
+    """The backend ``args`` ask for; sets this process's torch threads (``--threads``) first. ``progress``:
+    label of a per-episode progress bar (pool and ray backends; a vector env finishes all episodes at once)."""
     kwargs, name = parse_env_kwargs(args), backend_name(args)
     set_threads(args.threads)
     if name == "vector":
         return VectorEvaluator(args.env, kwargs, config, args.device)
     if name == "pool":
-        return PoolEvaluator(args.env, kwargs, config, args.workers, args.episode_timeout, device=args.device)
-    return RayEvaluator(args.env, kwargs, config, args.ray_address, args.episode_timeout, device=args.device)
+        return PoolEvaluator(
+            args.env, kwargs, config, args.workers, args.episode_timeout, device=args.device, progress=progress
+        )
+    return RayEvaluator(
+        args.env, kwargs, config, args.ray_address, args.episode_timeout, device=args.device, progress=progress
+    )

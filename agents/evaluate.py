@@ -84,7 +84,7 @@ def evaluate(args: EvalArgs) -> dict[str, Any]:
         controller = LinearController.load(args.controller, env)
     finally:
         env.close()
-    evaluator = make_evaluator(args, controller.config)
+    evaluator = make_evaluator(args, controller.config, progress=f"evaluate {args.env}")
     try:
         scores = evaluator.evaluate(controller.params[None], args.episodes, args.seed)
     finally:

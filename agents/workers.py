@@ -8,7 +8,8 @@ Fault tolerance: a worker that dies (segfault, OOM kill) or takes longer than ``
 episode is killed and replaced, and its episode is retried, at most ``max_retries`` times per episode,
 after which a RuntimeError names the seed. A Python exception inside an episode is a bug, not bad luck:
 it is raised at once with the worker's traceback. A generation therefore either finishes or fails; it
-never waits forever.
+never waits forever. With ``progress`` (a label) each call shows a bar of finished episodes, for long
+evaluations such as 100 real CarRacing episodes.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from agents.rollout import Scores, env_kwargs_for, episode_seeds, make_env, play_episode
 from dreamgym.controller import ControllerConfig
@@ -130,11 +132,13 @@ class PoolEvaluator:
         max_retries: int = 3,
         startup_timeout: float = 600.0,
         device: str | torch.device = "cpu",
+        progress: str | None = None,
     ) -> None:
         if workers < 1:
             raise ValueError(f"workers must be >= 1, got {workers}")
         self.args = (env_id, env_kwargs_for(env_id, env_kwargs, resolve_device(device)), config)
         self.timeout, self.max_retries, self.startup_timeout = timeout, max_retries, startup_timeout
+        self.progress = progress
         self._ctx = mp.get_context("spawn")
         self._workers = [_Worker(self._ctx, *self.args) for _ in range(workers)]
         self.replaced = 0
@@ -149,6 +153,7 @@ class PoolEvaluator:
         seeds = episode_seeds(seed, len(params), episodes).reshape(-1)
         results: dict[int, tuple[float, int]] = {}
         pending, failures = deque(range(len(seeds))), np.zeros(len(seeds), np.int64)
+        bar = tqdm(total=len(seeds), desc=self.progress, unit="episode", disable=self.progress is None)
         while len(results) < len(seeds):
             for w in self._workers:
                 if w.ready and w.task is None and pending:
@@ -162,6 +167,8 @@ class PoolEvaluator:
                         _count_failure(failures, w.task, seeds, lost, self.max_retries)
                         pending.appendleft(w.task)
                     self._replace(i)
+            bar.update(len(results) - bar.n)
+        bar.close()
         return _scores(results, seeds, len(params), episodes)
 
     def _poll(self, w: _Worker, results: dict[int, tuple[float, int]]) -> str | None:
@@ -220,6 +227,7 @@ class RayEvaluator:
         timeout: float = 600.0,
         max_retries: int = 3,
         device: str | torch.device = "cpu",
+        progress: str | None = None,
     ) -> None:
         self.ray = _import_ray()
         if not self.ray.is_initialized():
@@ -228,7 +236,7 @@ class RayEvaluator:
                 address=address, log_to_driver=False, runtime_env={"py_modules": [str(Path(__file__).parent)]}
             )
         self.args = (env_id, env_kwargs_for(env_id, env_kwargs, resolve_device(device)), config)
-        self.timeout, self.max_retries = timeout, max_retries
+        self.timeout, self.max_retries, self.progress = timeout, max_retries, progress
         self._task = self.ray.remote(max_retries=0)(run_episode)
 
     def evaluate(self, params: np.ndarray, episodes: int, seed: int) -> Scores:
@@ -242,6 +250,7 @@ class RayEvaluator:
             return self._task.remote(*self.args, params[k // episodes], int(seeds[k]))
 
         refs = {submit(k): k for k in range(len(seeds))}
+        bar = tqdm(total=len(seeds), desc=self.progress, unit="episode", disable=self.progress is None)
         while refs:
             ready, _ = ray.wait(list(refs), num_returns=1, timeout=self.timeout)
             retry: list[tuple[int, str]] = []
@@ -257,6 +266,8 @@ class RayEvaluator:
             for k, why in retry:
                 _count_failure(failures, k, seeds, why, self.max_retries)
                 refs[submit(k)] = k
+            bar.update(len(results) - bar.n)
+        bar.close()
         return _scores(results, seeds, len(params), episodes)
 
     def _collect(self, ref: Any, k: int, results: dict[int, tuple[float, int]]) -> bool:

@@ -315,12 +315,13 @@ def test_kill_and_resume_equals_uninterrupted_run(tmp_path: Path, monkeypatch: p
         train(small_run(tmp_path, "whole", popsize=8))
 
 
-def test_pool_survives_crashing_and_hanging_workers(tmp_path: Path) -> None:
-    """A worker that dies and one that hangs are replaced; their episodes are retried and score as usual."""
+def test_pool_survives_crashing_and_hanging_workers(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A worker that dies and one that hangs are replaced; their episodes are retried and score as usual
+    (and the progress bar counts each of the 6 episodes once)."""
     config = cartpole_config()
     params = random_population(config, 3)
     faults = {"3": f"crash:{tmp_path / 'crashed'}", "4": f"hang:{tmp_path / 'hung'}"}
-    pool = PoolEvaluator(f"{__name__}:{FLAKY_ID}", {"faults": faults}, config, workers=2, timeout=3.0)
+    pool = PoolEvaluator(f"{__name__}:{FLAKY_ID}", {"faults": faults}, config, workers=2, timeout=3.0, progress="flaky")
     try:
         scores = pool.evaluate(params, episodes=2, seed=0)
     finally:
@@ -329,6 +330,8 @@ def test_pool_survives_crashing_and_hanging_workers(tmp_path: Path) -> None:
     np.testing.assert_array_equal(scores.returns, reference.returns)
     assert (tmp_path / "crashed").exists() and (tmp_path / "hung").exists()
     assert pool.replaced == 2
+    err = capsys.readouterr().err
+    assert "flaky: 100%" in err and "6/6" in err
 
 
 def test_pool_raises_a_bug_in_an_episode_with_its_traceback() -> None:
