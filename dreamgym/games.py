@@ -55,6 +55,8 @@ class GameSpec:
         controller_outputs: how many tanh outputs the linear controller needs.
         exploration: seeded rng -> a policy ``frame -> action`` for one collection episode.
         dream_temperature: default tau of the dream (TakeCover: the paper's 1.15).
+        obs_mode: the paper's controller input for the game (TakeCover: ``zch``; CarRacing: ``zh``), the
+            default of the training pipeline.
         explorations: named alternatives to ``exploration`` (``python -m training.collect --exploration NAME``),
             for data that reaches states the default policy rarely does.
     """
@@ -80,6 +82,7 @@ class GameSpec:
     exploration: Callable[[np.random.Generator], Callable[[np.ndarray], Any]]
     render_fps: int = field(default=30)
     dream_temperature: float = 1.0
+    obs_mode: Literal["zh", "zch", "z"] = "zh"
     explorations: Mapping[str, Callable[[np.random.Generator], Callable[[np.ndarray], Any]]] = field(
         default_factory=dict
     )
@@ -173,6 +176,7 @@ TAKECOVER = GameSpec(
     exploration=_held_random_actions,
     render_fps=35,
     dream_temperature=1.15,
+    obs_mode="zch",
     explorations={"long-holds": _long_held_actions},
 )
 

@@ -407,3 +407,24 @@ def test_epoch_batches_cover_every_episode_once_with_little_padding() -> None:
     assert padded < 1.3 * lengths.sum()
     again = epoch_batches(lengths, 8, 4, np.random.default_rng(1))
     assert all(np.array_equal(a, b) for a, b in zip(batches, again, strict=True))
+
+
+def test_game_presets_and_the_paper_controller_input_per_game() -> None:
+    """``--game carracing --preset session`` gets CarRacing's own sizes (V on its first episodes only), other
+    names the shared ones; the pipeline's controller sees the paper's input for the game unless told."""
+    racing = pipeline_module.preset_for("carracing", "session")
+    assert racing is pipeline_module.GAME_PRESETS[("carracing", "session")] and racing.vae_episodes is not None
+    assert pipeline_module.preset_for("CarRacing-v3", "quick") is pipeline_module.PRESETS["quick"]
+    assert pipeline_module.preset_for("takecover", "session") is pipeline_module.PRESETS["session"]
+    with pytest.raises(ValueError, match="unknown preset 'huge'"):
+        pipeline_module.preset_for("carracing", "huge")
+
+    def obs_mode(**kw: Any) -> str:
+        args = pipeline_module.PipelineArgs(**kw)
+        return pipeline_module.Context(args, pipeline_module.PRESETS["quick"], Path("run")).sweep_args().obs_mode
+
+    assert (obs_mode(game="takecover"), obs_mode(game="carracing"), obs_mode(game="carracing", obs_mode="z")) == (
+        "zch",
+        "zh",
+        "z",
+    )
