@@ -21,6 +21,7 @@ import training.mdnrnn as mdnrnn_module
 import training.pipeline as pipeline_module
 from dreamgym.checkpoint import CheckpointError
 from dreamgym.data import Episode, episode_path, list_episodes, load_episode, save_episode
+from dreamgym.models.mdnrnn import MDNRNN, MDNRNNConfig
 from dreamgym.world_model import WorldModel
 from training.common import (
     MODEL_FILE,
@@ -34,7 +35,16 @@ from training.common import (
     save_state,
 )
 from training.encode import EncodeArgs, encode, encode_frames, load_latents
-from training.mdnrnn import EpisodeSeries, MDNRNNArgs, epoch_batches, f1_scores, load_mdnrnn, make_batch, train_mdnrnn
+from training.mdnrnn import (
+    EpisodeSeries,
+    MDNRNNArgs,
+    epoch_batches,
+    f1_scores,
+    init_head_biases,
+    load_mdnrnn,
+    make_batch,
+    train_mdnrnn,
+)
 from training.mdnrnn import build as build_mdnrnn
 from training.vae import ARCHITECTURE as VAE_ARCHITECTURE
 from training.vae import VAEArgs, load_vae, train_vae
@@ -428,3 +438,27 @@ def test_game_presets_and_the_paper_controller_input_per_game() -> None:
         "zh",
         "z",
     )
+
+
+def test_fresh_m_starts_its_done_and_reward_heads_at_the_data_priors() -> None:
+    """Before any training step, M's calibrated P(done) is the data's done rate and its reward the mean reward,
+    at an episode's first step too (left at zero, an undertrained done head ended dreams within a few steps)."""
+    rng = np.random.default_rng(0)
+    episodes = [
+        EpisodeSeries(
+            rng.normal(size=(101, 4)).astype(np.float32),
+            np.zeros((101, 4), np.float32),
+            rng.uniform(-1, 1, size=(100, 3)).astype(np.float32),
+            rng.normal(2.0, 1.0, size=100).astype(np.float32),
+            np.eye(100, dtype=bool)[99] if i < 2 else np.zeros(100, bool),
+        )
+        for i in range(10)
+    ]
+    torch.manual_seed(0)
+    model = MDNRNN(MDNRNNConfig(z_size=4, hidden_size=8, done_pos_weight=10.0))
+    for layer in (model.done, model.reward):
+        torch.nn.init.zeros_(layer.weight)  # the bias alone: what h contributes is training's job
+    init_head_biases(model, episodes)
+    out, _ = model.step(torch.zeros(1, 4), torch.zeros(1, 3), None, model.initial_state(1))
+    assert float(model.done_probability(out.done_logit)) == pytest.approx(2 / 1000, rel=1e-4)
+    assert float(out.reward) == pytest.approx(np.mean([e.rewards.mean() for e in episodes]), rel=1e-5)
