@@ -138,20 +138,21 @@ PRESETS: dict[str, Preset] = {
 
 # A game's own sizes for a preset name, where the shared ones do not fit it (``--game carracing --preset session``).
 GAME_PRESETS: dict[tuple[str, str], Preset] = {
-    # The shipped CarRacing world model (README, Results): CarRacing-v3 renders at ~60 steps/s per busy core here,
-    # so data is the bottleneck: 1,000-step episodes, V on the first 100 of them while collection went on.
+    # CarRacing round 0 (README, Results): CarRacing-v3 renders at ~60 steps/s per busy core here, so data is the
+    # bottleneck: 275 episodes of 1,000 steps in 60 min with 2 workers, V on the first 100 while collection went on
+    # (1,500 steps, 33 min), M 60 epochs x 17 steps (17 min), CMA-ES in the dream at tau 1.0 (9 min).
     ("carracing", "session"): Preset(
-        episodes=300,
-        vae_epochs=1,
+        episodes=275,
+        vae_epochs=10,
         vae_max_steps=1500,
         vae_lr=5e-4,
         vae_episodes=100,
         mdnrnn_hidden=None,
         mdnrnn_seq_len=1000,
         mdnrnn_batch=16,
-        mdnrnn_epochs=20,
-        num_initial=300,
-        cmaes_generations=100,
+        mdnrnn_epochs=60,
+        num_initial=275,
+        cmaes_generations=60,
         cmaes_popsize=32,
         cmaes_episodes=8,
         eval_episodes=100,
