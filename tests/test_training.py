@@ -459,6 +459,7 @@ def test_fresh_m_starts_its_done_and_reward_heads_at_the_data_priors() -> None:
     for layer in (model.done, model.reward):
         torch.nn.init.zeros_(layer.weight)  # the bias alone: what h contributes is training's job
     init_head_biases(model, episodes)
-    out, _ = model.step(torch.zeros(1, 4), torch.zeros(1, 3), None, model.initial_state(1))
+    with torch.no_grad():
+        out, _ = model.step(torch.zeros(1, 4), torch.zeros(1, 3), None, model.initial_state(1))
     assert float(model.done_probability(out.done_logit)) == pytest.approx(2 / 1000, rel=1e-4)
     assert float(out.reward) == pytest.approx(np.mean([e.rewards.mean() for e in episodes]), rel=1e-5)
