@@ -52,6 +52,9 @@ class GameSpec:
         to_game_action: controller action -> the raw env's action.
         encode_action: (B, ...) controller actions -> (B, action_dim) float32 tensor for M.
         squash_action: (..., action_out) values in [-1, 1] from a tanh controller -> controller actions.
+        unsquash_action: a right inverse of ``squash_action``: recorded controller actions (N, ...) -> tanh
+            outputs (N, action_out) that give them (``agents.imitate`` fits a controller to these); None if the
+            game has none.
         controller_outputs: how many tanh outputs the linear controller needs.
         exploration: seeded rng -> a policy ``frame -> action`` for one collection episode.
         dream_temperature: default tau of the dream (TakeCover: the paper's 1.15).
@@ -83,6 +86,7 @@ class GameSpec:
     render_fps: int = field(default=30)
     dream_temperature: float = 1.0
     obs_mode: Literal["zh", "zch", "z"] = "zh"
+    unsquash_action: Callable[[np.ndarray], np.ndarray] | None = None
     explorations: Mapping[str, Callable[[np.random.Generator], Callable[[np.ndarray], Any]]] = field(
         default_factory=dict
     )
@@ -120,6 +124,11 @@ def _takecover_squash(x: np.ndarray) -> np.ndarray:
     """Thresholds a tanh output at +-1/3: left / stay / right, as in the paper's controller."""
     x = np.asarray(x)[..., 0]
     return np.where(x < -1 / 3, 0, np.where(x > 1 / 3, 2, 1)).astype(np.int64)
+
+
+def _takecover_unsquash(actions: np.ndarray) -> np.ndarray:
+    """left / stay / right -> -1, 0, 1 (the middle of each threshold band, as far as tanh reaches)."""
+    return (np.asarray(actions, np.float32).reshape(-1, 1) - 1.0).astype(np.float32)
 
 
 def _held_random_actions(rng: np.random.Generator) -> Callable[[np.ndarray], int]:
@@ -172,6 +181,7 @@ TAKECOVER = GameSpec(
     to_game_action=lambda a: _TAKECOVER_TO_GAME[int(a)],
     encode_action=_takecover_encode,
     squash_action=_takecover_squash,
+    unsquash_action=_takecover_unsquash,
     controller_outputs=1,
     exploration=_held_random_actions,
     render_fps=35,
@@ -197,6 +207,12 @@ def _carracing_squash(x: np.ndarray) -> np.ndarray:
     """tanh outputs -> steer in [-1, 1], gas (x+1)/2, brake clipped to [0, 1] (the paper's mapping)."""
     x = np.asarray(x, dtype=np.float32)
     return np.stack([x[..., 0], (x[..., 1] + 1.0) / 2.0, np.clip(x[..., 2], 0.0, 1.0)], axis=-1)
+
+
+def _carracing_unsquash(actions: np.ndarray) -> np.ndarray:
+    """steer, gas, brake -> tanh outputs: steer, 2 gas - 1, and brake, except that no brake is -1 (firmly off)."""
+    a = np.asarray(actions, np.float32).reshape(-1, 3)
+    return np.stack([a[:, 0], 2.0 * a[:, 1] - 1.0, np.where(a[:, 2] > 0, a[:, 2], -1.0)], axis=-1).astype(np.float32)
 
 
 def _random_linear_controller(rng: np.random.Generator) -> Callable[[np.ndarray], np.ndarray]:
@@ -275,6 +291,7 @@ CARRACING = GameSpec(
     to_game_action=lambda a: np.clip(np.asarray(a, dtype=np.float32), _CARRACING_SPACE.low, _CARRACING_SPACE.high),
     encode_action=lambda a: a.reshape(-1, 3).to(torch.float32),
     squash_action=_carracing_squash,
+    unsquash_action=_carracing_unsquash,
     controller_outputs=3,
     exploration=_carracing_exploration,
     render_fps=50,

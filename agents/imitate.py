@@ -1,0 +1,157 @@
+"""Behaviour cloning: fit a linear controller to the actions of recorded episodes, a starting point for CMA-ES.
+
+    python -m agents.imitate --world-model runs/carracing/world_model --latents runs/carracing/latents \
+        --min-return 300 --out runs/carracing/imitate
+
+The controller sees what the latent env would give it: z drawn from each step's stored (mu, logvar) and
+M's state teacher-forced over the episode's recorded actions (``[z_t, h_t]`` with h_0 = 0, as after
+``reset``). Its targets are the tanh outputs that reproduce the recorded actions (the game's
+``unsquash_action``); the fit is one ridge regression on their atanh (clipped to +-``--clip``), so it is
+deterministic and takes seconds. Only episodes whose return is at least ``--min-return`` are imitated:
+collection policies are noisy, and the best of their episodes are the ones worth copying. The result is
+an ordinary controller folder: ``agents.evaluate`` scores it and ``agents.cmaes --init`` starts from it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from agents.backends import EnvArgs, probe_config
+from dreamgym.controller import ControllerConfig, LinearController
+from dreamgym.data import list_episodes, load_arrays
+from dreamgym.envs.dream import latent_observation, load_world_model
+from dreamgym.envs.registration import dream_id
+from dreamgym.world_model import WorldModel
+from training.cli import parse_args
+from training.common import set_threads, torch_generator
+
+_KEYS = ("mu", "logvar", "actions", "rewards")
+
+
+@dataclass(frozen=True)
+class ImitateArgs:
+    world_model: str | None = None
+    """world model bundle folder or shipped name whose V encoded --latents and whose M gives h (required)"""
+    latents: str | None = None
+    """latent folder written by training.encode with that V (required)"""
+    out: str | None = None
+    """controller folder to write (required)"""
+    obs_mode: str | None = None
+    """controller input zh | zch | z (default: the game's, as the pipeline's)"""
+    min_return: float = -math.inf
+    """imitate only episodes whose return is at least this"""
+    ridge: float = 1.0
+    """L2 penalty of the regression (per step of data, so it does not depend on how many episodes are used)"""
+    clip: float = 0.95
+    """targets are clipped to +-clip before atanh (a saturated action would ask for an infinite weight)"""
+    seed: int = 0
+    """seed of the z draws"""
+    threads: int | None = None
+    """torch CPU threads (default: torch's)"""
+
+
+def chosen_episodes(latents: str, min_return: float) -> tuple[list[Path], list[float]]:
+    """The latent files whose episode return is >= ``min_return``, with their returns."""
+    paths = list_episodes(latents)
+    if not paths:
+        raise ValueError(f"no latent files in {latents!r}; run `python -m training.encode` first")
+    returns = [float(load_arrays(p, ("rewards",))["rewards"].sum()) for p in paths]
+    kept = [(p, r) for p, r in zip(paths, returns) if r >= min_return]
+    if not kept:
+        raise ValueError(f"no episode of {latents!r} returns >= {min_return} (best: {max(returns):.1f})")
+    return [p for p, _ in kept], [r for _, r in kept]
+
+
+@torch.inference_mode()
+def episode_observations(model: WorldModel, path: Path, obs_mode: str, generator: torch.Generator) -> tuple[
+    torch.Tensor, np.ndarray
+]:  # fmt: skip
+    """(observations (T, D), recorded actions (T, ...)) of one latent file, as the latent env would give them.
+
+    Observation t pairs z_t with M's state before it has seen z_t (zeros at t = 0), stepped exactly as
+    the latent env steps it.
+    """
+    arrays = load_arrays(path, _KEYS)
+    mu, logvar = torch.from_numpy(arrays["mu"]), torch.from_numpy(arrays["logvar"])
+    z = torch.addcmul(mu, torch.exp(0.5 * logvar), torch.randn(mu.shape, generator=generator))
+    actions = model.game.encode_action(torch.from_numpy(arrays["actions"]))
+    state = model.mdnrnn.initial_state(1)
+    observations = []
+    for t in range(len(z)):
+        observations.append(latent_observation(z[t : t + 1], state[0], state[1], obs_mode))
+        restart = torch.full((1,), float(t == 0))
+        _, state = model.mdnrnn.step(z[t : t + 1], actions[t : t + 1], restart, state)
+    return torch.cat(observations), arrays["actions"]
+
+
+def ridge_fit(x: np.ndarray, y: np.ndarray, ridge: float, bias: bool) -> np.ndarray:
+    """Least squares W (A, D) and b (A,) of y ~ W x + b with penalty ridge * N * |W|^2; flat [W.ravel(), b]."""
+    n = len(x)
+    design = np.concatenate([x, np.ones((n, 1))], axis=1) if bias else x
+    penalty = np.eye(design.shape[1]) * ridge * n
+    if bias:
+        penalty[-1, -1] = 0.0  # the bias is not shrunk
+    solution = np.linalg.solve(design.T @ design + penalty, design.T @ y)  # (D [+1], A)
+    weight = solution[: x.shape[1]].T
+    parts = [weight.ravel()] + ([solution[-1]] if bias else [])
+    return np.concatenate(parts).astype(np.float32)
+
+
+def imitate(args: ImitateArgs) -> tuple[LinearController, dict[str, float]]:
+    """Fits and saves the controller; returns it and the fit's summary (episodes, steps, RMSE per tanh output)."""
+    if args.world_model is None or args.latents is None or args.out is None:
+        raise ValueError("--world-model, --latents and --out are required")
+    if args.ridge < 0 or not 0 < args.clip < 1:
+        raise ValueError(f"--ridge must be >= 0 and --clip in (0, 1), got {args.ridge} and {args.clip}")
+    set_threads(args.threads)
+    model = load_world_model(args.world_model, None, "cpu")
+    game = model.game
+    if game.unsquash_action is None:
+        raise ValueError(f"the {game.name} game spec has no unsquash_action, so its actions cannot be imitated")
+    obs_mode = args.obs_mode or game.obs_mode
+    env_args = EnvArgs(env=dream_id(game.name), world_model=args.world_model, obs_mode=obs_mode)
+    config: ControllerConfig = probe_config(env_args)
+    paths, returns = chosen_episodes(args.latents, args.min_return)
+    generator = torch_generator(torch.device("cpu"), args.seed, 7)
+    xs, ys = [], []
+    for path in paths:
+        obs, actions = episode_observations(model, path, obs_mode, generator)
+        xs.append(obs.numpy().astype(np.float64))
+        ys.append(np.asarray(game.unsquash_action(actions), np.float64).reshape(len(actions), -1))
+    x, y = np.concatenate(xs), np.concatenate(ys)
+    target = np.arctanh(np.clip(y, -args.clip, args.clip))
+    params = ridge_fit(x, target, args.ridge, config.bias)
+    controller = LinearController(config, params)
+    rmse = np.sqrt(((np.tanh(preactivations(controller, x)) - y) ** 2).mean(0))
+    summary = {
+        "episodes": len(paths),
+        "steps": len(x),
+        "mean_return": float(np.mean(returns)),
+        **{f"rmse_output{i}": float(v) for i, v in enumerate(rmse)},
+    }
+    controller.save(args.out, {"imitate": dataclasses.asdict(args) | {"obs_mode": obs_mode}, "fit": summary})
+    return controller, summary
+
+
+def preactivations(controller: LinearController, x: np.ndarray) -> np.ndarray:
+    """W x + b for a batch of observations (N, D) -> (N, A), before tanh."""
+    out = x @ controller.weight.T.astype(np.float64)
+    return out + controller.bias if controller.bias is not None else out
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(ImitateArgs, argv, __doc__)
+    _, summary = imitate(args)
+    fit = ", ".join(f"{k} {v:.3f}" for k, v in summary.items() if k.startswith("rmse"))
+    print(f"imitated {summary['episodes']} episodes ({summary['steps']} steps, mean return "
+          f"{summary['mean_return']:.1f}); fit {fit}; wrote {args.out}")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,100 @@
+"""Behaviour cloning (agents.imitate): it recovers a linear teacher from its recorded episodes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+import dreamgym  # noqa: F401  (registers the ids)
+from agents.backends import EnvArgs, probe_config
+from agents.imitate import ImitateArgs, imitate
+from dreamgym.controller import LinearController
+from dreamgym.data import episode_path, save_arrays
+from dreamgym.envs.dream import latent_observation
+from dreamgym.envs.registration import dream_id
+from dreamgym.games import get_game
+from dreamgym.world_model import WorldModel
+
+
+def teacher_episodes(bundle: Path, out: Path, teacher: LinearController, count: int, steps: int) -> list[float]:
+    """Latent files of ``count`` episodes where ``teacher`` acts on [z, h] exactly as in the latent env."""
+    model = WorldModel.load(bundle)
+    rng = np.random.default_rng(0)
+    returns = []
+    for k in range(count):
+        mu = rng.normal(size=(steps, model.config.vae.z_size)).astype(np.float32)
+        logvar = np.full_like(mu, -12.0)  # z ~= mu: the fit sees (almost) the teacher's own inputs
+        state, actions = model.mdnrnn.initial_state(1), []
+        with torch.inference_mode():
+            for t in range(steps):
+                z = torch.from_numpy(mu[t : t + 1])
+                action = teacher.act(latent_observation(z, state[0], state[1], "zh")[0].numpy())
+                actions.append(action)
+                a = model.game.encode_action(torch.from_numpy(action[None]))
+                _, state = model.mdnrnn.step(z, a, torch.full((1,), float(t == 0)), state)
+        rewards = np.full(steps, float(k), np.float32)  # episode k returns k * steps
+        returns.append(float(rewards.sum()))
+        flags = np.zeros(steps, bool)
+        save_arrays(episode_path(out, k), {"mu": mu, "logvar": logvar, "actions": np.stack(actions),
+                                            "rewards": rewards, "terminated": flags, "truncated": flags})  # fmt: skip
+    return returns
+
+
+def test_imitation_recovers_a_linear_teacher(tiny_bundle: Callable[..., Path], tmp_path: Path) -> None:
+    bundle, latents = tiny_bundle("carracing"), tmp_path / "latents"
+    config = probe_config(EnvArgs(env=dream_id("carracing"), world_model=str(bundle), obs_mode="zh"))
+    rng = np.random.default_rng(1)
+    weight = rng.normal(0.0, 0.3, size=(3, config.obs_dim)).astype(np.float32)
+    weight[2] = 0.0
+    teacher = LinearController(config, np.concatenate([weight.ravel(), [0.1, -0.2, -3.0]]).astype(np.float32))
+    returns = teacher_episodes(bundle, latents, teacher, count=4, steps=120)
+
+    args = ImitateArgs(world_model=str(bundle), latents=str(latents), out=str(tmp_path / "bc"),
+                       min_return=returns[1], ridge=1e-6, clip=0.999)  # fmt: skip
+    student, summary = imitate(args)
+    assert (summary["episodes"], summary["steps"]) == (3, 360)  # episode 0 returns too little
+    # Steer and gas follow the teacher's (brake, never used, only learns to stay off). The z weights are the
+    # teacher's; a random tiny M's h units are too alike for theirs to be identified.
+    z_size = config.obs_dim - 16
+    np.testing.assert_allclose(student.weight[:2, :z_size], weight[:2, :z_size], atol=1e-2)
+    assert summary["rmse_output0"] < 5e-3 and summary["rmse_output1"] < 5e-3
+    env = gym.make(dream_id("carracing"), world_model=str(bundle))
+    try:
+        loaded = LinearController.load(args.out, env)
+        obs, _ = env.reset(seed=3)
+        for _ in range(20):
+            action = loaded.act(obs)
+            np.testing.assert_allclose(action[:2], teacher.act(obs)[:2], atol=5e-3)
+            assert action[2] == 0.0
+            obs, _, terminated, truncated, _ = env.step(action)
+            if terminated or truncated:
+                obs, _ = env.reset()
+    finally:
+        env.close()
+
+
+def test_imitation_names_what_is_missing(tiny_bundle: Callable[..., Path], tmp_path: Path) -> None:
+    bundle, latents = tiny_bundle("carracing"), tmp_path / "latents"
+    config = probe_config(EnvArgs(env=dream_id("carracing"), world_model=str(bundle)))
+    teacher_episodes(bundle, latents, LinearController(config), count=2, steps=5)
+    args = ImitateArgs(world_model=str(bundle), latents=str(latents), out=str(tmp_path / "bc"), min_return=100.0)
+    with pytest.raises(ValueError, match=r"no episode .* returns >= 100.0 \(best: 5.0\)"):
+        imitate(args)
+    with pytest.raises(ValueError, match="no latent files"):
+        imitate(ImitateArgs(world_model=str(bundle), latents=str(tmp_path / "empty"), out=str(tmp_path / "bc")))
+    assert not (tmp_path / "bc").exists()
+
+
+@pytest.mark.parametrize("game", ["takecover", "carracing"])
+def test_unsquash_is_a_right_inverse_of_squash(game: str) -> None:
+    spec = get_game(game)
+    actions = np.array([spec.action_space.sample() for _ in range(50)])
+    if game == "carracing":
+        actions[::2, 2] = 0.0  # most recorded actions do not brake
+    np.testing.assert_allclose(spec.squash_action(spec.unsquash_action(actions)).reshape(actions.shape), actions,
+                               atol=1e-6)  # fmt: skip
