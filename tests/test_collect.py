@@ -288,6 +288,17 @@ def test_carracing_road_follower_steers_toward_the_road_and_keeps_moving() -> No
     assert road_mask(road_frame(44, 56))[:, 44:56].all() and not road_mask(road_frame(44, 56))[:, :44].any()
 
 
+def test_carracing_steady_follower_never_leaves_the_road_on_purpose() -> None:
+    """The steady follower (demonstrations for agents.imitate) has no excursions: on a straight road ahead it
+    keeps steering toward it for a whole episode, at a low throttle."""
+    follower = get_game("carracing").explorations["steady-follower"]
+    for seed in range(20):
+        policy = follower(np.random.default_rng(seed))
+        actions = np.array([policy(road_frame(44, 56)) for _ in range(1000)])
+        assert actions[20:, 0].min() > 0.2  # an excursion would steer away for 10-60 frames
+        assert 0.03 <= actions[:, 1].min() and actions[:, 1].max() <= 0.18 and (actions[:, 2] == 0).all()
+
+
 def test_carracing_default_exploration_mixes_road_following_and_random_linear_episodes() -> None:
     """A random linear controller answers one frame with one action; the follower's throttle is noisy."""
     explore, frame = get_game("carracing").exploration, road_frame(24, 40)
