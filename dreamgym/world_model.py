@@ -78,8 +78,13 @@ class WorldModel(torch.nn.Module):
         initial_mu: torch.Tensor | None = None,
         initial_logvar: torch.Tensor | None = None,
         provenance: dict[str, Any] | None = None,
+        initial_step: int = 0,
     ) -> None:
+        """``initial_step``: the step of the real episodes whose latents the dreams start from (0: their first
+        frames); a dream then lasts the game's step cap minus it, the rest of a real episode."""
         super().__init__()
+        if isinstance(initial_step, bool) or not isinstance(initial_step, int) or initial_step < 0:
+            raise ValueError(f"initial_step must be an integer >= 0, got {initial_step!r}")
         if config.vae.z_size != config.mdnrnn.z_size:
             raise ValueError(f"V's z_size {config.vae.z_size} != M's z_size {config.mdnrnn.z_size}")
         self.config = config
@@ -89,6 +94,7 @@ class WorldModel(torch.nn.Module):
         self.register_buffer("initial_mu", initial_mu if initial_mu is not None else torch.zeros(1, z))
         self.register_buffer("initial_logvar", initial_logvar if initial_logvar is not None else torch.zeros(1, z))
         self.provenance: dict[str, Any] = dict(provenance or {})
+        self.initial_step = initial_step
 
     @property
     def game(self) -> GameSpec:
@@ -112,6 +118,7 @@ class WorldModel(torch.nn.Module):
                 "vae": dataclasses.asdict(self.config.vae),
                 "mdnrnn": dataclasses.asdict(self.config.mdnrnn),
                 "num_initial_latents": int(self.initial_mu.shape[0]),
+                "initial_step": self.initial_step,
                 "provenance": self.provenance,
                 "versions": versions(),
             },
@@ -130,6 +137,6 @@ class WorldModel(torch.nn.Module):
         tensors = load_tensors(folder / WEIGHTS_FILE)
         n = int(meta.get("num_initial_latents", 1))
         z = config.vae.z_size
-        model = cls(config, torch.zeros(n, z), torch.zeros(n, z), meta.get("provenance"))
+        model = cls(config, torch.zeros(n, z), torch.zeros(n, z), meta.get("provenance"), meta.get("initial_step", 0))
         load_state_dict(model, tensors, folder / WEIGHTS_FILE)
         return model.to(device).eval()

@@ -120,6 +120,19 @@ def test_truncates_at_the_game_step_cap() -> None:
     assert [short.step(1)[3] for _ in range(3)] == [False, False, True]
 
 
+def test_dreams_started_later_in_the_episode_last_its_remaining_steps(tmp_path: Path) -> None:
+    """A bundle whose initial latents are frame k of real episodes dreams the cap minus k steps, and says so
+    in its config (old bundles without the key start at frame 0)."""
+    model = with_done_probability(make_tiny_world_model(), 0.0)
+    model.initial_step = 2000
+    model.save(tmp_path / "late")
+    env = DreamEnv(WorldModel.load(tmp_path / "late"))
+    env.reset(seed=0)
+    assert [env.step(1)[3] for _ in range(100)][-2:] == [False, True]
+    with pytest.raises(ValueError, match="initial_step must be an integer >= 0"):
+        WorldModel(model.config, initial_step=-1)
+
+
 @pytest.mark.parametrize("p,threshold_done", [(0.6, True), (0.4, False)])
 def test_done_modes(p: float, threshold_done: bool) -> None:
     model = with_done_probability(make_tiny_world_model(), p)

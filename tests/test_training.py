@@ -20,7 +20,7 @@ import torch
 import training.mdnrnn as mdnrnn_module
 import training.pipeline as pipeline_module
 from dreamgym.checkpoint import CheckpointError
-from dreamgym.data import Episode, episode_path, list_episodes, load_episode, save_episode
+from dreamgym.data import Episode, episode_path, list_episodes, load_episode, save_arrays, save_episode
 from dreamgym.models.mdnrnn import MDNRNN, MDNRNNConfig
 from dreamgym.world_model import WorldModel
 from training.common import (
@@ -34,6 +34,7 @@ from training.common import (
     save_model,
     save_state,
 )
+from training.bundle import initial_latents
 from training.encode import EncodeArgs, encode, encode_frames, load_latents
 from training.mdnrnn import (
     EpisodeSeries,
@@ -354,6 +355,26 @@ def test_mdnrnn_crash_and_resume_equals_uninterrupted(
 
 
 # --- pipeline + bundle ------------------------------------------------------------------------------
+
+
+def test_bundle_initial_latents_come_from_the_asked_frame(tmp_path: Path) -> None:
+    """--initial-step k stores frame k of the episodes longer than k (CarRacing's dreams skip its zoom-in)."""
+    paths = write_episodes(tmp_path / "episodes", 6, min_len=12, max_len=30)
+    latents = tmp_path / "latents"
+    for path in paths:
+        episode = load_episode(path)
+        n = len(episode)
+        mu = np.arange(n, dtype=np.float32)[:, None] + np.zeros((n, 4), np.float32) + 1000 * int(path.stem[-1])
+        save_arrays(latents / path.name, {"mu": mu, "logvar": -mu, "actions": episode.actions,
+                                          "rewards": episode.rewards, "terminated": episode.terminated,
+                                          "truncated": episode.truncated})  # fmt: skip
+    lengths = {int(p.stem[-1]): len(load_episode(p)) for p in paths}
+    k = sorted(lengths.values())[2]  # the two shortest episodes are too short
+    mu, logvar = initial_latents(latents, 10, seed=0, step=k)
+    longer = [i for i, n in sorted(lengths.items()) if n > k]
+    assert mu[:, 0].tolist() == [1000.0 * i + k for i in longer] and torch.equal(logvar, -mu)
+    with pytest.raises(ValueError, match="no episode .* longer than --initial-step 99"):
+        initial_latents(latents, 10, seed=0, step=99)
 
 
 def test_quick_pipeline_shape_on_synthetic_data(

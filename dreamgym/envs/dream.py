@@ -8,7 +8,8 @@ Rules (the same in both envs):
 
 - Observation ``[z_t, (c_t,) h_t]`` (``obs_mode`` ``zh``, ``zch`` or ``z``): (h_t, c_t) is M's LSTM state after
   consuming (z_{t-1}, a_{t-1}); h_0 = c_0 = 0 at reset, exactly as in the latent wrapper over the real game.
-- Reset: z_0 = mu + exp(logvar / 2) * eps for one of the bundle's stored initial latents, picked uniformly.
+- Reset: z_0 = mu + exp(logvar / 2) * eps for one of the bundle's stored initial latents, picked uniformly
+  (frame ``initial_step`` of real episodes; then a dream lasts the game's cap minus ``initial_step`` steps).
 - Step: M reads ``[z_t, encode(a_t), restart_t]`` (restart = 1 at an episode's first step, if M takes it);
   z_{t+1} is sampled from the per-dimension mixtures at temperature tau (component by inverse CDF of
   softmax(log_pi / tau), Gaussian noise scaled by sqrt(tau)).
@@ -157,11 +158,12 @@ class DreamCore:
 
     def __init__(self, model: WorldModel, num_envs: int, temperature: float | Any | None, obs_mode: str,
                  max_episode_steps: int | None, done_mode: str) -> None:  # fmt: skip
-        """``temperature`` and ``max_episode_steps`` default to the game's (None)."""
+        """``temperature`` defaults to the game's, ``max_episode_steps`` to the game's cap minus the bundle's
+        ``initial_step`` (None)."""
         check_obs_mode(obs_mode)
         game = model.game
         if max_episode_steps is None:
-            max_episode_steps = game.max_episode_steps
+            max_episode_steps = game.max_episode_steps - model.initial_step
         if done_mode not in DONE_MODES:
             raise ValueError(f"done_mode must be one of {DONE_MODES}, got {done_mode!r}")
         if isinstance(max_episode_steps, bool) or not isinstance(max_episode_steps, int) or max_episode_steps < 1:
