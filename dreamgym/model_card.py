@@ -6,7 +6,8 @@ Data, sizes, training and held-out metrics come from the bundle's ``config.json`
 provenance, from the V and M run folders it was built from (their ``config.json`` and ``eval.json``);
 anything those files do not hold is written as "not recorded". The reconstruction grid uses real frames
 from ``--episodes``, else the held-out episodes of V's run (``split.json``); the traversal starts from the
-bundle's first stored initial latent (a real first frame) and shows the latent dims that change the
+bundle's first stored initial latent (a real frame, the episode's first unless the bundle's
+``initial_step`` says otherwise) and shows the latent dims that change the
 picture most.
 """
 
@@ -123,6 +124,7 @@ def data_rows(model: WorldModel, vae: StageRecord, mdnrnn: StageRecord) -> list[
         ("M: held-out episodes", mdnrnn.provenance.get("heldout_episodes")),
         ("episodes folder", vae.provenance.get("episodes")),
         ("initial latents (dream starts)", int(model.initial_mu.shape[0])),
+        ("dreams start at real frame", model.initial_step),
     ]
 
 
