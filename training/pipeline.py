@@ -77,6 +77,8 @@ class Preset:
     eval_episodes dreams and real games); empty: no sweep"""
     vae_episodes: int | None = None
     """V trains on the first N collected episodes (None: all of them); M always sees all"""
+    initial_step: int = 0
+    """dreams start from this frame of real episodes (training.bundle --initial-step)"""
 
 
 PRESETS: dict[str, Preset] = {
@@ -140,7 +142,9 @@ PRESETS: dict[str, Preset] = {
 GAME_PRESETS: dict[tuple[str, str], Preset] = {
     # CarRacing round 0 (README, Results): CarRacing-v3 renders at ~60 steps/s per busy core here, so data is the
     # bottleneck: 275 episodes of 1,000 steps in 60 min with 2 workers, V on the first 100 while collection went on
-    # (1,500 steps, 38 min), M 60 epochs x 17 steps (18 min), CMA-ES in the dream at tau 1.0 (9 min).
+    # (1,500 steps, 38 min), M 60 epochs x 17 steps (18 min), CMA-ES in the dream at tau 1.0 (9 min). Since
+    # then its dreams start after the zoom-in (frame 60) at the game's tau 0.1; the README's later rounds add
+    # steady-follower demonstrations, agents.imitate and iterations, which this preset does not run.
     ("carracing", "session"): Preset(
         episodes=275,
         vae_epochs=10,
@@ -152,6 +156,7 @@ GAME_PRESETS: dict[tuple[str, str], Preset] = {
         mdnrnn_batch=16,
         mdnrnn_epochs=60,
         num_initial=275,
+        initial_step=60,
         cmaes_generations=60,
         cmaes_popsize=32,
         cmaes_episodes=8,
@@ -323,6 +328,7 @@ def run_bundle(ctx: Context) -> None:
             out=str(ctx.world_model),
             num_initial=ctx.preset.num_initial,
             seed=ctx.args.seed,
+            initial_step=ctx.preset.initial_step,
         )
     )
 
