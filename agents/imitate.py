@@ -62,7 +62,7 @@ def chosen_episodes(latents: str, min_return: float) -> tuple[list[Path], list[f
     if not paths:
         raise ValueError(f"no latent files in {latents!r}; run `python -m training.encode` first")
     returns = [float(load_arrays(p, ("rewards",))["rewards"].sum()) for p in paths]
-    kept = [(p, r) for p, r in zip(paths, returns) if r >= min_return]
+    kept = [(p, r) for p, r in zip(paths, returns, strict=True) if r >= min_return]
     if not kept:
         raise ValueError(f"no episode of {latents!r} returns >= {min_return} (best: {max(returns):.1f})")
     return [p for p, _ in kept], [r for _, r in kept]

@@ -166,7 +166,8 @@ def test_temperature_attribute() -> None:
     assert env.temperature == pytest.approx(1.15)  # the paper's TakeCover temperature
     env.temperature = 0.5
     assert env.temperature == 0.5
-    assert DreamEnv(make_tiny_world_model("carracing")).temperature == pytest.approx(0.1)  # where its dream keeps the road
+    # CarRacing: 0.1, where its dream keeps the road
+    assert DreamEnv(make_tiny_world_model("carracing")).temperature == pytest.approx(0.1)
 
 
 @pytest.mark.parametrize(

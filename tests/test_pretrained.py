@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import gymnasium as gym
@@ -11,17 +12,32 @@ from gymnasium.utils.env_checker import check_env
 
 import dreamgym  # noqa: F401  (registers the ids)
 from agents.evaluate import REAL_SEEDS, EvalArgs, evaluate
+from dreamgym.envs.registration import latent_id
 from dreamgym.shipped import shipped_controller, shipped_controller_dir, shipped_game_dir, verify_checksums
 from dreamgym.world_model import WorldModel
 
-SHIPPED_GAMES = ["takecover"]
-# The default shipped TakeCover controller (tau1.3, trained only in the shipped dream) scored 795 +- 458 over 100
-# real episodes (seeds 1,000,000 + k; its first 16: 1012 +- 449). CI replays REAL_EPISODES of those seeds and
-# needs the "solved" mean of REAL_BAR = 750: 262 below what they scored here, 2.3 standard errors (449 / 4), so
-# a machine whose floating point sends some episodes elsewhere still passes, while a broken bundle, env or
-# controller (a random policy scores ~210) fails.
-REAL_EPISODES = 16
-REAL_BAR = 750.0
+SHIPPED_GAMES = ["takecover", "carracing"]
+
+
+@dataclass(frozen=True)
+class RealCheck:
+    """CI replays ``episodes`` real episodes (seeds 1,000,000 + k) of the game's default shipped controller and
+    needs a mean of at least ``bar``."""
+
+    obs_mode: str
+    episodes: int
+    bar: float
+
+
+REAL_CHECKS = {
+    # tau1.3 (trained only in the shipped dream) scored 795 +- 458 over 100 real episodes (its first 16:
+    # 1012 +- 449). The bar is TakeCover's "solved" 750: 262 below what those 16 scored here, 2.3 standard errors
+    # (449 / 4), so a machine whose floating point sends some episodes elsewhere still passes, while a broken
+    # bundle, env or controller (a random policy scores ~210) fails.
+    "takecover": RealCheck("zch", 16, 750.0),
+    # CARRACING_NOTE
+    "carracing": RealCheck("zh", 4, 400.0),
+}
 
 
 @pytest.fixture(autouse=True)
@@ -59,12 +75,13 @@ def test_shipped_latent_env_passes_the_env_checker(game: str) -> None:
 
 
 @pytest.mark.slow
-def test_shipped_takecover_controller_survives_in_the_real_game() -> None:
-    folder = shipped_controller_dir("takecover")
-    env = gym.make("dreamgym/TakeCoverLatent-v0", obs_mode="zch")
-    shipped_controller("takecover", env=env)  # its spaces fit the shipped latent env
+@pytest.mark.parametrize("game", SHIPPED_GAMES)
+def test_shipped_controller_beats_its_bar_in_the_real_game(game: str) -> None:
+    check, folder, env_id = REAL_CHECKS[game], shipped_controller_dir(game), latent_id(game)
+    env = gym.make(env_id, obs_mode=check.obs_mode)
+    shipped_controller(game, env=env)  # its spaces fit the shipped latent env
     env.close()
-    report = evaluate(EvalArgs(env="dreamgym/TakeCoverLatent-v0", world_model="takecover", obs_mode="zch",
-                               controller=str(folder), episodes=REAL_EPISODES, seed=REAL_SEEDS, device="cpu",
-                               out="evaluation.json"))  # fmt: skip
-    assert report["mean"] >= REAL_BAR, report["returns"]
+    args = EvalArgs(env=env_id, world_model=game, obs_mode=check.obs_mode, controller=str(folder),
+                    episodes=check.episodes, seed=REAL_SEEDS, device="cpu", out="evaluation.json")  # fmt: skip
+    report = evaluate(args)
+    assert report["mean"] >= check.bar, report["returns"]

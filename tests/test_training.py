@@ -23,6 +23,7 @@ from dreamgym.checkpoint import CheckpointError
 from dreamgym.data import Episode, episode_path, list_episodes, load_episode, save_arrays, save_episode
 from dreamgym.models.mdnrnn import MDNRNN, MDNRNNConfig
 from dreamgym.world_model import WorldModel
+from training.bundle import initial_latents
 from training.common import (
     MODEL_FILE,
     STATE_FILE,
@@ -34,7 +35,6 @@ from training.common import (
     save_model,
     save_state,
 )
-from training.bundle import initial_latents
 from training.encode import EncodeArgs, encode, encode_frames, load_latents
 from training.mdnrnn import (
     EpisodeSeries,
