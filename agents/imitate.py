@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from agents.backends import EnvArgs, probe_config
 from dreamgym.controller import ControllerConfig, LinearController
@@ -120,7 +121,7 @@ def imitate(args: ImitateArgs) -> tuple[LinearController, dict[str, float]]:
     paths, returns = chosen_episodes(args.latents, args.min_return)
     generator = torch_generator(torch.device("cpu"), args.seed, 7)
     xs, ys = [], []
-    for path in paths:
+    for path in tqdm(paths, desc="imitate: episodes", unit="episode"):
         obs, actions = episode_observations(model, path, obs_mode, generator)
         xs.append(obs.numpy().astype(np.float64))
         ys.append(np.asarray(game.unsquash_action(actions), np.float64).reshape(len(actions), -1))

@@ -12,7 +12,7 @@ import torch
 
 import dreamgym  # noqa: F401  (registers the ids)
 from agents.backends import EnvArgs, probe_config
-from agents.imitate import ImitateArgs, imitate
+from agents.imitate import ImitateArgs, imitate, main
 from dreamgym.controller import LinearController
 from dreamgym.data import episode_path, save_arrays
 from dreamgym.envs.dream import latent_observation
@@ -88,6 +88,16 @@ def test_imitation_names_what_is_missing(tiny_bundle: Callable[..., Path], tmp_p
     with pytest.raises(ValueError, match="no latent files"):
         imitate(ImitateArgs(world_model=str(bundle), latents=str(tmp_path / "empty"), out=str(tmp_path / "bc")))
     assert not (tmp_path / "bc").exists()
+
+
+def test_command_line_fits_and_reports(tiny_bundle: Callable[..., Path], tmp_path: Path,
+                                       capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+    bundle, latents = tiny_bundle("carracing"), tmp_path / "latents"
+    config = probe_config(EnvArgs(env=dream_id("carracing"), world_model=str(bundle)))
+    teacher_episodes(bundle, latents, LinearController(config), count=3, steps=6)
+    main(["--world-model", str(bundle), "--latents", str(latents), "--out", str(tmp_path / "bc"), "--min-return", "6"])
+    assert "imitated 2 episodes (12 steps, mean return 9.0)" in capsys.readouterr().out
+    assert LinearController.load(tmp_path / "bc").config == config
 
 
 @pytest.mark.parametrize("game", ["takecover", "carracing"])
