@@ -23,16 +23,15 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from agents.backends import EnvArgs, probe_config
-from dreamgym.controller import ControllerConfig, LinearController
+from dreamgym.controller import ControllerConfig, LinearController, population_outputs
 from dreamgym.data import list_episodes, load_arrays
-from dreamgym.envs.dream import latent_observation, load_world_model
+from dreamgym.envs.dream import DreamEnv, latent_observation, load_world_model
 from dreamgym.envs.registration import dream_id
 from dreamgym.world_model import WorldModel
 from training.cli import parse_args
 from training.common import set_threads, torch_generator
 
-_KEYS = ("mu", "logvar", "actions", "rewards")
+_KEYS = ("mu", "logvar", "actions")
 
 
 @dataclass(frozen=True)
@@ -116,8 +115,7 @@ def imitate(args: ImitateArgs) -> tuple[LinearController, dict[str, float]]:
     if game.unsquash_action is None:
         raise ValueError(f"the {game.name} game spec has no unsquash_action, so its actions cannot be imitated")
     obs_mode = args.obs_mode or game.obs_mode
-    env_args = EnvArgs(env=dream_id(game.name), world_model=args.world_model, obs_mode=obs_mode)
-    config: ControllerConfig = probe_config(env_args)
+    config = ControllerConfig.for_env(DreamEnv(model, obs_mode=obs_mode), dream_id(game.name))
     paths, returns = chosen_episodes(args.latents, args.min_return)
     generator = torch_generator(torch.device("cpu"), args.seed, 7)
     xs, ys = [], []
@@ -129,7 +127,8 @@ def imitate(args: ImitateArgs) -> tuple[LinearController, dict[str, float]]:
     target = np.arctanh(np.clip(y, -args.clip, args.clip))
     params = ridge_fit(x, target, args.ridge, config.bias)
     controller = LinearController(config, params)
-    rmse = np.sqrt(((np.tanh(preactivations(controller, x)) - y) ** 2).mean(0))
+    fitted = population_outputs(config, torch.from_numpy(params)[None], torch.from_numpy(x).float()[None])[0]
+    rmse = np.sqrt(((fitted.numpy() - y) ** 2).mean(0))
     summary = {
         "episodes": len(paths),
         "steps": len(x),
@@ -138,12 +137,6 @@ def imitate(args: ImitateArgs) -> tuple[LinearController, dict[str, float]]:
     }
     controller.save(args.out, {"imitate": dataclasses.asdict(args) | {"obs_mode": obs_mode}, "fit": summary})
     return controller, summary
-
-
-def preactivations(controller: LinearController, x: np.ndarray) -> np.ndarray:
-    """W x + b for a batch of observations (N, D) -> (N, A), before tanh."""
-    out = x @ controller.weight.T.astype(np.float64)
-    return out + controller.bias if controller.bias is not None else out
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -129,7 +129,7 @@ def _takecover_squash(x: np.ndarray) -> np.ndarray:
 
 def _takecover_unsquash(actions: np.ndarray) -> np.ndarray:
     """left / stay / right -> -1, 0, 1 (the middle of each threshold band, as far as tanh reaches)."""
-    return (np.asarray(actions, np.float32).reshape(-1, 1) - 1.0).astype(np.float32)
+    return np.asarray(actions, np.float32).reshape(-1, 1) - 1.0
 
 
 def _held_random_actions(rng: np.random.Generator) -> Callable[[np.ndarray], int]:
