@@ -83,8 +83,11 @@ class WorldModel(torch.nn.Module):
         """``initial_step``: the step of the real episodes whose latents the dreams start from (0: their first
         frames); a dream then lasts the game's step cap minus it, the rest of a real episode."""
         super().__init__()
-        if isinstance(initial_step, bool) or not isinstance(initial_step, int) or initial_step < 0:
-            raise ValueError(f"initial_step must be an integer >= 0, got {initial_step!r}")
+        cap = get_game(config.game).max_episode_steps
+        if isinstance(initial_step, bool) or not isinstance(initial_step, int) or not 0 <= initial_step < cap:
+            raise ValueError(
+                f"initial_step must be an integer >= 0 and below the game's cap {cap}, got {initial_step!r}"
+            )
         if config.vae.z_size != config.mdnrnn.z_size:
             raise ValueError(f"V's z_size {config.vae.z_size} != M's z_size {config.mdnrnn.z_size}")
         self.config = config

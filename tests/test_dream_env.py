@@ -131,6 +131,8 @@ def test_dreams_started_later_in_the_episode_last_its_remaining_steps(tmp_path: 
     assert [env.step(1)[3] for _ in range(100)][-2:] == [False, True]
     with pytest.raises(ValueError, match="initial_step must be an integer >= 0"):
         WorldModel(model.config, initial_step=-1)
+    with pytest.raises(ValueError, match="below the game's cap 2100, got 2100"):
+        WorldModel(model.config, initial_step=2100)  # a dream would have no step left
 
 
 @pytest.mark.parametrize("p,threshold_done", [(0.6, True), (0.4, False)])
