@@ -6,10 +6,12 @@
 The controller sees what the latent env would give it: z drawn from each step's stored (mu, logvar) and
 M's state teacher-forced over the episode's recorded actions (``[z_t, h_t]`` with h_0 = 0, as after
 ``reset``). Its targets are the tanh outputs that reproduce the recorded actions (the game's
-``unsquash_action``); the fit is one ridge regression on their atanh (clipped to +-``--clip``), so it is
-deterministic and takes seconds. Only episodes whose return is at least ``--min-return`` are imitated:
-collection policies are noisy, and the best of their episodes are the ones worth copying. The result is
-an ordinary controller folder: ``agents.evaluate`` scores it and ``agents.cmaes --init`` starts from it.
+``unsquash_action``), or with ``--targets expert`` the game's expert's actions recorded in the same states
+(``training.collect --expert-labels``: DAgger, whose labels need not be what was played); the fit is one
+ridge regression on their atanh (clipped to +-``--clip``), so it is deterministic and takes seconds.
+Only episodes whose return is at least ``--min-return`` are imitated: collection policies are noisy, and
+the best of their episodes are the ones worth copying. The result is an ordinary controller folder:
+``agents.evaluate`` scores it and ``agents.cmaes --init`` starts from it.
 """
 
 from __future__ import annotations
@@ -44,6 +46,8 @@ class ImitateArgs:
     """controller folder to write (required)"""
     obs_mode: str | None = None
     """controller input zh | zch | z (default: the game's, as the pipeline's)"""
+    targets: str = "actions"
+    """what to imitate: actions (those played) or expert (the expert's labels; only files that have them)"""
     min_return: float = -math.inf
     """imitate only episodes whose return is at least this"""
     ridge: float = 1.0
@@ -56,28 +60,37 @@ class ImitateArgs:
     """torch CPU threads (default: torch's)"""
 
 
-def chosen_episodes(latents: str, min_return: float) -> tuple[list[Path], list[float]]:
-    """The latent files whose episode return is >= ``min_return``, with their returns."""
+_TARGET_KEYS = {"actions": "actions", "expert": "expert_actions"}
+
+
+def chosen_episodes(latents: str, min_return: float, targets: str = "actions") -> tuple[list[Path], list[float]]:
+    """The latent files that hold ``targets`` and whose episode return is >= ``min_return``, with their returns."""
     paths = list_episodes(latents)
     if not paths:
         raise ValueError(f"no latent files in {latents!r}; run `python -m training.encode` first")
-    returns = [float(load_arrays(p, ("rewards",))["rewards"].sum()) for p in paths]
-    kept = [(p, r) for p, r in zip(paths, returns, strict=True) if r >= min_return]
+    key = _TARGET_KEYS[targets]
+    arrays = [load_arrays(p, ("rewards",), optional=(key,)) for p in paths]
+    labelled = [(p, float(a["rewards"].sum())) for p, a in zip(paths, arrays, strict=True) if key in a]
+    if not labelled:
+        raise ValueError(f"no latent file of {latents!r} holds {key}; "
+                         "collect with `python -m training.collect --expert-labels` and encode again")  # fmt: skip
+    kept = [(p, r) for p, r in labelled if r >= min_return]
     if not kept:
-        raise ValueError(f"no episode of {latents!r} returns >= {min_return} (best: {max(returns):.1f})")
+        best = max(r for _, r in labelled)
+        raise ValueError(f"no episode of {latents!r} returns >= {min_return} (best: {best:.1f})")
     return [p for p, _ in kept], [r for _, r in kept]
 
 
 @torch.inference_mode()
-def episode_observations(model: WorldModel, path: Path, obs_mode: str, generator: torch.Generator) -> tuple[
-    torch.Tensor, np.ndarray
-]:  # fmt: skip
-    """(observations (T, D), recorded actions (T, ...)) of one latent file, as the latent env would give them.
+def episode_observations(model: WorldModel, path: Path, obs_mode: str, generator: torch.Generator,
+                         targets: str = "actions") -> tuple[torch.Tensor, np.ndarray]:  # fmt: skip
+    """(observations (T, D), recorded ``targets`` (T, ...)) of one latent file, as the latent env would give
+    them; M is stepped over the actions played whatever the targets.
 
     Observation t pairs z_t with M's state before it has seen z_t (zeros at t = 0), stepped exactly as
     the latent env steps it.
     """
-    arrays = load_arrays(path, _KEYS)
+    arrays = load_arrays(path, _KEYS, optional=(_TARGET_KEYS[targets],))
     mu, logvar = torch.from_numpy(arrays["mu"]), torch.from_numpy(arrays["logvar"])
     z = torch.addcmul(mu, torch.exp(0.5 * logvar), torch.randn(mu.shape, generator=generator))
     actions = model.game.encode_action(torch.from_numpy(arrays["actions"]))
@@ -87,7 +100,7 @@ def episode_observations(model: WorldModel, path: Path, obs_mode: str, generator
         observations.append(latent_observation(z[t : t + 1], state[0], state[1], obs_mode))
         restart = torch.full((1,), float(t == 0))
         _, state = model.mdnrnn.step(z[t : t + 1], actions[t : t + 1], restart, state)
-    return torch.cat(observations), arrays["actions"]
+    return torch.cat(observations), arrays[_TARGET_KEYS[targets]]
 
 
 def ridge_fit(x: np.ndarray, y: np.ndarray, ridge: float, bias: bool) -> np.ndarray:
@@ -107,6 +120,8 @@ def imitate(args: ImitateArgs) -> tuple[LinearController, dict[str, float]]:
     """Fits and saves the controller; returns it and the fit's summary (episodes, steps, RMSE per tanh output)."""
     if args.world_model is None or args.latents is None or args.out is None:
         raise ValueError("--world-model, --latents and --out are required")
+    if args.targets not in _TARGET_KEYS:
+        raise ValueError(f"--targets must be one of {sorted(_TARGET_KEYS)}, got {args.targets!r}")
     if args.ridge < 0 or not 0 < args.clip < 1:
         raise ValueError(f"--ridge must be >= 0 and --clip in (0, 1), got {args.ridge} and {args.clip}")
     set_threads(args.threads)
@@ -116,11 +131,11 @@ def imitate(args: ImitateArgs) -> tuple[LinearController, dict[str, float]]:
         raise ValueError(f"the {game.name} game spec has no unsquash_action, so its actions cannot be imitated")
     obs_mode = args.obs_mode or game.obs_mode
     config = ControllerConfig.for_env(DreamEnv(model, obs_mode=obs_mode), dream_id(game.name))
-    paths, returns = chosen_episodes(args.latents, args.min_return)
+    paths, returns = chosen_episodes(args.latents, args.min_return, args.targets)
     generator = torch_generator(torch.device("cpu"), args.seed, 7)
     xs, ys = [], []
     for path in tqdm(paths, desc="imitate: episodes", unit="episode"):
-        obs, actions = episode_observations(model, path, obs_mode, generator)
+        obs, actions = episode_observations(model, path, obs_mode, generator, args.targets)
         xs.append(obs.numpy().astype(np.float64))
         ys.append(np.asarray(game.unsquash_action(actions), np.float64).reshape(len(actions), -1))
     x, y = np.concatenate(xs), np.concatenate(ys)

@@ -3,8 +3,9 @@
 One compressed ``.npz`` per episode, named ``episode_000042.npz``. Of an episode of T steps it holds
 the frame seen before each action (T, 64, 64, 3) uint8, the controller actions (T, ...), rewards (T,),
 terminated/truncated flags (T,) (set on the step that ended the episode), the seed that reproduces it,
-and the game name. Writes go to a temporary file that is renamed into place, so a shard with its final
-name is always complete.
+the game name and, optionally, the game's scripted expert's action in each state (T, ...), a label for
+behaviour cloning that need not be the action played. Writes go to a temporary file that is renamed
+into place, so a shard with its final name is always complete.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ class Episode:
     truncated: np.ndarray
     seed: int
     game: str
+    expert_actions: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.actions)
@@ -83,8 +85,9 @@ def save_arrays(path: str | os.PathLike, arrays: dict[str, np.ndarray]) -> None:
     atomic_write(path, write)
 
 
-def load_arrays(path: str | os.PathLike, keys: Sequence[str]) -> dict[str, np.ndarray]:
-    """Reads the named arrays of an npz, raising :class:`ShardError` naming the file on any problem."""
+def load_arrays(path: str | os.PathLike, keys: Sequence[str], optional: Sequence[str] = ()) -> dict[str, np.ndarray]:
+    """Reads the named arrays of an npz (and those of ``optional`` it holds), raising :class:`ShardError`
+    naming the file on any problem."""
     path = Path(path)
     try:
         data = np.load(path, allow_pickle=False)
@@ -94,7 +97,7 @@ def load_arrays(path: str | os.PathLike, keys: Sequence[str]) -> dict[str, np.nd
             missing = [k for k in keys if k not in data.files]
             if missing:
                 raise ShardError(f"{path}: not a dreamgym file (missing {missing})")
-            return {k: data[k] for k in keys}
+            return {k: data[k] for k in [*keys, *(k for k in optional if k in data.files)]}
     except ShardError:
         raise
     except FileNotFoundError as err:
@@ -115,13 +118,14 @@ def save_episode(path: str | os.PathLike, episode: Episode) -> None:
             "seed": np.asarray(episode.seed, dtype=np.int64),
             "game": np.asarray(episode.game),
             "version": np.asarray(SHARD_VERSION),
-        },
+        }
+        | ({} if episode.expert_actions is None else {"expert_actions": episode.expert_actions}),
     )
 
 
 def load_episode(path: str | os.PathLike) -> Episode:
     """Loads and validates one shard."""
-    data = load_arrays(path, _KEYS)
+    data = load_arrays(path, _KEYS, optional=("expert_actions",))
     frames = data["frames"]
     steps = len(data["actions"])
     if int(data["version"]) != SHARD_VERSION:
@@ -131,6 +135,9 @@ def load_episode(path: str | os.PathLike) -> Episode:
     for key in ("rewards", "terminated", "truncated"):
         if data[key].shape != (steps,):
             raise ShardError(f"{path}: {key} has shape {data[key].shape}, expected ({steps},)")
+    expert = data.get("expert_actions")
+    if expert is not None and expert.shape != data["actions"].shape:
+        raise ShardError(f"{path}: expert_actions {expert.shape}, expected the actions' {data['actions'].shape}")
     return Episode(
         frames=frames,
         actions=data["actions"],
@@ -139,6 +146,7 @@ def load_episode(path: str | os.PathLike) -> Episode:
         truncated=data["truncated"],
         seed=int(data["seed"]),
         game=str(data["game"]),
+        expert_actions=expert,
     )
 
 

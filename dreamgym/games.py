@@ -8,6 +8,7 @@ for data collection. Adding a game is one new ``GameSpec`` passed to :func:`regi
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -63,6 +64,10 @@ class GameSpec:
             default of the training pipeline.
         explorations: named alternatives to ``exploration`` (``python -m training.collect --exploration NAME``),
             for data that reaches states the default policy rarely does.
+        expert: a scripted player reading the raw game's internal state (not its pixels): its own game's env
+            (``env.unwrapped``) -> controller action. ``training.collect`` plays it (``--exploration expert``) or
+            records its action in the states another policy visits (``--expert-labels``), as demonstrations and
+            labels for ``agents.imitate``; None if the game has none.
     """
 
     name: str
@@ -91,6 +96,7 @@ class GameSpec:
     explorations: Mapping[str, Callable[[np.random.Generator], Callable[[np.ndarray], Any]]] = field(
         default_factory=dict
     )
+    expert: Callable[[gym.Env], np.ndarray] | None = None
 
     def make_real_env(self, max_episode_steps: int | None = None, **kwargs: Any) -> gym.Env:
         """The real game with its step cap (``max_episode_steps`` overrides the spec's)."""
@@ -286,6 +292,34 @@ def _steady_road_follower(rng: np.random.Generator) -> Callable[[np.ndarray], np
     return _road_follower(rng, gain, gas, noise, excursion_rate=0.0)
 
 
+def _track_expert(env: gym.Env) -> np.ndarray:
+    """Pure pursuit of the track's centre line with speed set by the bend ahead: the CarRacing expert.
+
+    It reads the car's pose and speed and the track's waypoints from the Box2D game (privileged: the
+    controller that imitates it sees only [z, h]). It steers at the waypoint 2 + speed/15 ahead, holds
+    gas 0.5 below a target speed of 80 - 30 x (largest heading change over the next 30 waypoints, rad),
+    at least 50, and brakes 8 above it. Deterministic, it finished the lap at about 905 on seeds
+    1,000,000-1 (gas 1.0 or corners taken above 50 spin the car out).
+    """
+    game = env.unwrapped
+    car = game.car.hull  # type: ignore[attr-defined]
+    track = game.track  # type: ignore[attr-defined]  (alpha, beta, x, y) per waypoint
+    points = np.array([(t[2], t[3]) for t in track])
+    x, y = car.position
+    nearest = int(np.hypot(points[:, 0] - x, points[:, 1] - y).argmin())
+    speed = float(np.hypot(*car.linearVelocity))
+    tx, ty = points[(nearest + 2 + int(speed / 15)) % len(points)]
+    error = _wrap_angle(math.atan2(ty - y, tx - x) - (car.angle + math.pi / 2))
+    bend = max(abs(_wrap_angle(track[(nearest + k) % len(track)][1] - track[nearest][1])) for k in range(30))
+    target = max(50.0, 80.0 - 30.0 * bend)
+    return np.array([np.clip(-1.5 * error, -1.0, 1.0), 0.5 * (speed < target), 0.8 * (speed > target + 8)],
+                    np.float32)  # fmt: skip
+
+
+def _wrap_angle(angle: float) -> float:
+    return (angle + math.pi) % (2 * math.pi) - math.pi
+
+
 def _carracing_exploration(rng: np.random.Generator) -> Callable[[np.ndarray], np.ndarray]:
     """Per episode: the noisy road follower (70 %) or a random linear controller (30 %)."""
     return _noisy_road_follower(rng) if rng.random() < 0.7 else _random_linear_controller(rng)
@@ -321,6 +355,7 @@ CARRACING = GameSpec(
         "road-follower": _noisy_road_follower,
         "steady-follower": _steady_road_follower,
     },
+    expert=_track_expert,
 )
 
 

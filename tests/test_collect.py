@@ -305,3 +305,41 @@ def test_carracing_default_exploration_mixes_road_following_and_random_linear_ep
     policies = [explore(np.random.default_rng(seed)) for seed in range(100)]
     followers = sum(not np.array_equal(policy(frame), policy(frame)) for policy in policies)
     assert 55 <= followers <= 85  # 70 % expected
+
+
+def test_carracing_expert_drives_the_track_and_labels_what_it_would_do(tmp_path: Path, tiny_bundle) -> None:
+    """--exploration expert plays the track expert (gas 0.5 or none, brake 0.8 or none), with --action-noise
+    on top of its actions, and --expert-labels records its clean action in every state, whoever plays."""
+    args = CollectArgs(game="carracing", episodes=2, workers=2, out=str(tmp_path / "eps"), max_steps=60,
+                       exploration="expert", expert_labels=True)  # fmt: skip
+    collect(args)
+    for episode in (load_episode(p) for p in list_episodes(tmp_path / "eps")):
+        assert np.array_equal(episode.actions, episode.expert_actions)
+        assert set(episode.actions[:, 1]) <= {0.0, 0.5} and set(episode.actions[:, 2]) <= {0.0, 0.8}
+        assert episode.rewards.sum() > 0  # it reached road tiles
+    spec, env, noisy = collect_module.make_player(dataclasses.replace(args, action_noise=0.3))
+    played = play_episode(spec, env, 3, noisy, expert_labels=True)
+    assert not np.allclose(played.actions, played.expert_actions)
+    assert CARRACING.action_space.contains(played.actions[0]) and set(played.expert_actions[:, 1]) <= {0.0, 0.5}
+    again = play_episode(spec, env, 3, noisy, expert_labels=True)
+    assert np.array_equal(again.actions, played.actions) and np.array_equal(again.expert_actions, played.expert_actions)
+    env.close()
+
+    latent = make_latent_env("carracing", tiny_bundle("carracing"), obs_mode="zh", max_episode_steps=20)
+    config = ControllerConfig.for_env(latent, "dreamgym/CarRacingLatent-v0")
+    controller = LinearController(config, np.zeros(config.n_params, np.float32))
+    through_m = play_episode(CARRACING, latent, 0, lambda rng: controller.act, expert_labels=True)
+    latent.close()
+    assert through_m.expert_actions.shape == through_m.actions.shape == (20, 3)
+
+
+def test_expert_options_are_checked_before_any_work(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    for bad, message in (
+        (CollectArgs(game="takecover", expert_labels=True), "game 'takecover' has no scripted expert"),
+        (CollectArgs(game="takecover", exploration="expert"), "game 'takecover' has no scripted expert"),
+        (CollectArgs(game="carracing", exploration="expert", action_noise=-0.1), "--action-noise must be"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            collect(dataclasses.replace(bad, out=str(tmp_path / "bad")))
+    assert not (tmp_path / "bad").exists()

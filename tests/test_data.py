@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import struct
 import zipfile
@@ -63,6 +64,14 @@ def test_episode_round_trip_keeps_values_and_normalises_dtypes(tmp_path: Path) -
     assert loaded.terminated.dtype == bool and loaded.terminated.tolist() == [False] * 4 + [True]
     assert loaded.truncated.dtype == bool and not loaded.truncated.any()
     assert (loaded.seed, loaded.game) == (2**32 - 1, "takecover")
+    assert loaded.expert_actions is None
+
+
+def test_expert_labels_round_trip_when_present(tmp_path: Path) -> None:
+    labels = np.linspace(-1, 1, 15, dtype=np.float32).reshape(5, 3)
+    episode = dataclasses.replace(make_episode(5), actions=np.zeros((5, 3), np.float32), expert_actions=labels)
+    save_episode(tmp_path / "e.npz", episode)
+    assert np.array_equal(load_episode(tmp_path / "e.npz").expert_actions, labels)
 
 
 def test_list_episodes_is_in_index_order_and_skips_temporary_files(tmp_path: Path) -> None:
@@ -172,6 +181,7 @@ def _fields(episode: Episode, **changes: np.ndarray) -> dict[str, np.ndarray]:
         ({"frames": np.zeros((3, 64, 64, 3), np.uint8)}, "frames"),
         ({"rewards": np.zeros(5, np.float32)}, "rewards"),
         ({"terminated": np.zeros((4, 1), bool)}, "terminated"),
+        ({"expert_actions": np.zeros((3,), np.int64)}, "expert_actions"),
     ],
 )
 def test_inconsistent_shard_is_rejected(tmp_path: Path, changes: dict, message: str) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 
@@ -13,7 +14,7 @@ import torch
 import dreamgym  # noqa: F401  (registers the ids)
 from agents.backends import EnvArgs, probe_config
 from agents.imitate import ImitateArgs, imitate, main
-from dreamgym.controller import LinearController
+from dreamgym.controller import ControllerConfig, LinearController
 from dreamgym.data import episode_path, save_arrays
 from dreamgym.envs.dream import latent_observation
 from dreamgym.envs.registration import dream_id
@@ -21,37 +22,46 @@ from dreamgym.games import get_game
 from dreamgym.world_model import WorldModel
 
 
-def teacher_episodes(bundle: Path, out: Path, teacher: LinearController, count: int, steps: int) -> list[float]:
-    """Latent files of ``count`` episodes where ``teacher`` acts on [z, h] exactly as in the latent env."""
+def teacher_episodes(bundle: Path, out: Path, teacher: LinearController, count: int, steps: int,
+                     labels_only: bool = False) -> list[float]:  # fmt: skip
+    """Latent files of ``count`` episodes where ``teacher`` acts on [z, h] exactly as in the latent env; with
+    ``labels_only`` random actions are played (and drive M) and the teacher's are recorded as expert labels."""
     model = WorldModel.load(bundle)
     rng = np.random.default_rng(0)
     returns = []
     for k in range(count):
         mu = rng.normal(size=(steps, model.config.vae.z_size)).astype(np.float32)
         logvar = np.full_like(mu, -12.0)  # z ~= mu: the fit sees (almost) the teacher's own inputs
-        state, actions = model.mdnrnn.initial_state(1), []
+        state, played, labels = model.mdnrnn.initial_state(1), [], []
         with torch.inference_mode():
             for t in range(steps):
                 z = torch.from_numpy(mu[t : t + 1])
-                action = teacher.act(latent_observation(z, state[0], state[1], "zh")[0].numpy())
-                actions.append(action)
-                a = model.game.encode_action(torch.from_numpy(action[None]))
+                labels.append(teacher.act(latent_observation(z, state[0], state[1], "zh")[0].numpy()))
+                space = model.game.action_space
+                played.append(rng.uniform(space.low, space.high).astype(np.float32) if labels_only else labels[-1])
+                a = model.game.encode_action(torch.from_numpy(played[-1][None]))
                 _, state = model.mdnrnn.step(z, a, torch.full((1,), float(t == 0)), state)
         rewards = np.full(steps, float(k), np.float32)  # episode k returns k * steps
         returns.append(float(rewards.sum()))
         flags = np.zeros(steps, bool)
-        save_arrays(episode_path(out, k), {"mu": mu, "logvar": logvar, "actions": np.stack(actions),
-                                            "rewards": rewards, "terminated": flags, "truncated": flags})  # fmt: skip
+        arrays = {"mu": mu, "logvar": logvar, "actions": np.stack(played), "rewards": rewards, "terminated": flags,
+                  "truncated": flags} | ({"expert_actions": np.stack(labels)} if labels_only else {})  # fmt: skip
+        save_arrays(episode_path(out, k), arrays)
     return returns
+
+
+def linear_teacher(config: ControllerConfig) -> tuple[LinearController, np.ndarray]:
+    """A teacher whose steer and gas are linear in [z, h] and which never brakes; and its weights."""
+    rng = np.random.default_rng(1)
+    weight = rng.normal(0.0, 0.3, size=(3, config.obs_dim)).astype(np.float32)
+    weight[2] = 0.0
+    return LinearController(config, np.concatenate([weight.ravel(), [0.1, -0.2, -3.0]]).astype(np.float32)), weight
 
 
 def test_imitation_recovers_a_linear_teacher(tiny_bundle: Callable[..., Path], tmp_path: Path) -> None:
     bundle, latents = tiny_bundle("carracing"), tmp_path / "latents"
     config = probe_config(EnvArgs(env=dream_id("carracing"), world_model=str(bundle), obs_mode="zh"))
-    rng = np.random.default_rng(1)
-    weight = rng.normal(0.0, 0.3, size=(3, config.obs_dim)).astype(np.float32)
-    weight[2] = 0.0
-    teacher = LinearController(config, np.concatenate([weight.ravel(), [0.1, -0.2, -3.0]]).astype(np.float32))
+    teacher, weight = linear_teacher(config)
     returns = teacher_episodes(bundle, latents, teacher, count=4, steps=120)
 
     args = ImitateArgs(world_model=str(bundle), latents=str(latents), out=str(tmp_path / "bc"),
@@ -78,6 +88,28 @@ def test_imitation_recovers_a_linear_teacher(tiny_bundle: Callable[..., Path], t
         env.close()
 
 
+def test_expert_targets_fit_the_labels_in_the_states_another_policy_visited(
+    tiny_bundle: Callable[..., Path], tmp_path: Path
+) -> None:
+    """DAgger: random actions were played (M's h follows them) and the teacher's recorded beside them;
+    --targets expert recovers the teacher, and files without labels are left out."""
+    bundle, latents = tiny_bundle("carracing"), tmp_path / "latents"
+    config = probe_config(EnvArgs(env=dream_id("carracing"), world_model=str(bundle), obs_mode="zh"))
+    teacher, weight = linear_teacher(config)
+    teacher_episodes(bundle, latents, teacher, count=3, steps=120, labels_only=True)
+    teacher_episodes(bundle, tmp_path / "unlabelled", LinearController(config), count=1, steps=5)
+    (tmp_path / "unlabelled" / "episode_000000.npz").rename(latents / "episode_000009.npz")
+    args = ImitateArgs(world_model=str(bundle), latents=str(latents), out=str(tmp_path / "bc"), targets="expert",
+                       ridge=1e-6, clip=0.999)  # fmt: skip
+    student, summary = imitate(args)
+    assert (summary["episodes"], summary["steps"]) == (3, 360)
+    z_size = config.obs_dim - 16
+    np.testing.assert_allclose(student.weight[:2, :z_size], weight[:2, :z_size], atol=1e-2)
+    assert summary["rmse_output0"] < 5e-3 and summary["rmse_output1"] < 5e-3
+    played, _ = imitate(dataclasses.replace(args, targets="actions", out=str(tmp_path / "played")))
+    assert not np.allclose(played.weight[:2, :z_size], weight[:2, :z_size], atol=0.1)  # random actions fit nothing
+
+
 def test_imitation_names_what_is_missing(tiny_bundle: Callable[..., Path], tmp_path: Path) -> None:
     bundle, latents = tiny_bundle("carracing"), tmp_path / "latents"
     config = probe_config(EnvArgs(env=dream_id("carracing"), world_model=str(bundle)))
@@ -87,6 +119,10 @@ def test_imitation_names_what_is_missing(tiny_bundle: Callable[..., Path], tmp_p
         imitate(args)
     with pytest.raises(ValueError, match="no latent files"):
         imitate(ImitateArgs(world_model=str(bundle), latents=str(tmp_path / "empty"), out=str(tmp_path / "bc")))
+    with pytest.raises(ValueError, match="holds expert_actions; collect with .*--expert-labels"):
+        imitate(dataclasses.replace(args, targets="expert", min_return=-1.0))
+    with pytest.raises(ValueError, match="--targets must be one of"):
+        imitate(dataclasses.replace(args, targets="teacher"))
     assert not (tmp_path / "bc").exists()
 
 

@@ -8,7 +8,10 @@ Episode ``i`` is played with a seed derived from ``(--seed, i, attempt)`` by the
 policy, or, with ``--controller``, by that controller seeing the real game through ``--world-model``
 (``dreamgym/<Game>Latent-v0``) with its parameters perturbed per episode by ``--param-noise`` (the
 paper's iterative procedure: new data where the current controller goes, so the next M is right
-there); episodes shorter than the game's minimum are re-drawn with the next attempt. Each finished
+there); episodes shorter than the game's minimum are re-drawn with the next attempt. ``--exploration
+expert`` plays the game's scripted expert instead (reading the game's internal state; ``--action-noise``
+perturbs what it plays), and ``--expert-labels`` records, beside whatever is played, the expert's action
+in every state visited: demonstrations and DAgger labels for ``agents.imitate``. Each finished
 episode is written atomically, so a run killed at any moment (even SIGKILL) is finished by rerunning the
 same command: existing shards are kept, missing ones are collected, and every shard is the same as an
 uninterrupted run's.
@@ -54,7 +57,7 @@ class CollectArgs:
     max_steps: int | None = None
     """cap on episode length (default: the game's own cap)"""
     exploration: str | None = None
-    """one of the game's named alternative exploration policies (default: its own; TakeCover: long-holds)"""
+    """one of the game's named alternative exploration policies, or expert (the game's scripted expert)"""
     controller: str | None = None
     """play with this controller folder (written by agents.cmaes) instead of an exploration policy"""
     world_model: str | None = None
@@ -63,6 +66,10 @@ class CollectArgs:
     """the controller's input: zch, zh or z"""
     param_noise: float = 0.1
     """std of the Gaussian added to the controller's parameters, drawn anew for every episode"""
+    action_noise: float = 0.0
+    """with --exploration expert: std of the Gaussian added to each of its actions (clipped to the action space)"""
+    expert_labels: bool = False
+    """also record the game's expert's action in every state visited (the shards' expert_actions)"""
 
 
 def episode_seed(base_seed: int, index: int, attempt: int) -> int:
@@ -94,17 +101,42 @@ def perturbed_controller(controller: LinearController, noise: float) -> Callable
     return make
 
 
+def noisy_expert(spec: GameSpec, env: gym.Env, noise: float) -> Callable[[np.random.Generator], Policy]:
+    """The spec's scripted expert playing ``env``, each action plus N(0, noise^2) clipped to the action space."""
+    expert, space = require_expert(spec), spec.action_space
+
+    def make(rng: np.random.Generator) -> Policy:
+        def act(obs: Any) -> np.ndarray:
+            action = expert(env)
+            return np.clip(action + rng.normal(0.0, noise, action.shape), space.low, space.high).astype(np.float32)
+
+        return act
+
+    return make
+
+
+def require_expert(spec: GameSpec) -> Callable[[gym.Env], np.ndarray]:
+    if spec.expert is None:
+        raise ValueError(f"game {spec.name!r} has no scripted expert (GameSpec.expert)")
+    return spec.expert
+
+
 def play_episode(spec: GameSpec, env: gym.Env, seed: int,
-                 make_policy: Callable[[np.random.Generator], Policy] | None = None) -> Episode:  # fmt: skip
+                 make_policy: Callable[[np.random.Generator], Policy] | None = None,
+                 expert_labels: bool = False) -> Episode:  # fmt: skip
     """Plays one episode of ``env`` from ``seed``: the spec's raw real env with its exploration policy (default),
-    or the game seen through a world model (:class:`LatentObservation`) with a policy of latent observations."""
+    or the game seen through a world model (:class:`LatentObservation`) with a policy of latent observations;
+    with ``expert_labels`` the spec's expert's action in every state is recorded too."""
     latent = isinstance(env, LatentObservation)
     policy = (make_policy or exploration_policy(spec))(np.random.default_rng(seed))
+    expert = require_expert(spec) if expert_labels else None
     obs, _ = env.reset(seed=seed)
-    frames, actions, rewards, terminated, truncated = [], [], [], [], []
+    frames, actions, rewards, terminated, truncated, labels = [], [], [], [], [], []
     done = False
     while not done:
         frame = env.frame if latent else spec.to_frame(obs)
+        if expert is not None:
+            labels.append(expert(env))
         action = policy(obs)
         obs, reward, term, trunc, _ = env.step(action if latent else spec.to_game_action(action))
         frames.append(frame)
@@ -121,15 +153,17 @@ def play_episode(spec: GameSpec, env: gym.Env, seed: int,
         truncated=np.asarray(truncated),
         seed=seed,
         game=spec.name,
+        expert_actions=np.asarray(labels) if expert is not None else None,
     )
 
 
 def collect_episode(spec: GameSpec, env: gym.Env, base_seed: int, index: int, min_steps: int,
-                    make_policy: Callable[[np.random.Generator], Policy] | None = None) -> Episode:  # fmt: skip
+                    make_policy: Callable[[np.random.Generator], Policy] | None = None,
+                    expert_labels: bool = False) -> Episode:  # fmt: skip
     """Episode ``index``: the first attempt at least ``min_steps`` long."""
     attempt = 0
     while True:
-        episode = play_episode(spec, env, episode_seed(base_seed, index, attempt), make_policy)
+        episode = play_episode(spec, env, episode_seed(base_seed, index, attempt), make_policy, expert_labels)
         if len(episode) >= min_steps:
             return episode
         attempt += 1
@@ -143,7 +177,7 @@ def exploring_spec(args: CollectArgs) -> GameSpec:
     spec = get_game(args.game)
     if args.exploration is not None and args.controller is not None:
         raise ValueError("--exploration and --controller are two different policies: pass one")
-    if args.exploration is None:
+    if args.exploration in (None, "expert"):
         return spec
     if args.exploration not in spec.explorations:
         raise ValueError(f"--exploration {args.exploration!r}: game {spec.name!r} has {sorted(spec.explorations)}")
@@ -153,8 +187,13 @@ def exploring_spec(args: CollectArgs) -> GameSpec:
 def make_player(args: CollectArgs) -> tuple[GameSpec, gym.Env, Callable[[np.random.Generator], Policy] | None]:
     """The game spec, the env to play and the policy maker that ``args`` ask for (None: the exploration)."""
     spec = exploring_spec(args)
+    if args.expert_labels:
+        require_expert(spec)
+    if not (np.isfinite(args.action_noise) and args.action_noise >= 0):
+        raise ValueError(f"--action-noise must be a finite std >= 0, got {args.action_noise}")
     if args.controller is None:
-        return spec, spec.make_real_env(max_episode_steps=args.max_steps), None
+        env = spec.make_real_env(max_episode_steps=args.max_steps)
+        return spec, env, noisy_expert(spec, env, args.action_noise) if args.exploration == "expert" else None
     if not (np.isfinite(args.param_noise) and args.param_noise >= 0):
         raise ValueError(f"--param-noise must be a finite std >= 0, got {args.param_noise}")
     env = make_latent_env(spec.name, args.world_model, obs_mode=args.obs_mode, max_episode_steps=args.max_steps)
@@ -179,7 +218,8 @@ def _collect_one(index: int) -> tuple[int, int, float]:
     spec, args = _worker["spec"], _worker["args"]
     min_steps = min(spec.min_episode_steps, args.max_steps or spec.max_episode_steps)
     start = time.perf_counter()
-    episode = collect_episode(spec, _worker["env"], args.seed, index, min_steps, _worker.get("make_policy"))
+    episode = collect_episode(spec, _worker["env"], args.seed, index, min_steps, _worker.get("make_policy"),
+                              args.expert_labels)  # fmt: skip
     save_episode(episode_path(args.out, index), episode)
     return index, len(episode), time.perf_counter() - start
 

@@ -3,10 +3,11 @@
     python -m training.encode --vae runs/takecover/vae --episodes data/takecover
 
 For each shard ``episode_000042.npz`` it writes ``<out>/episode_000042.npz`` holding mu and logvar
-(T, Z) float32 of every frame plus the episode's actions, rewards, terminated and truncated flags, so M
-never opens a frame shard. ``<out>`` defaults to ``<episodes>/../latents/<vae run name>``. Latents are
-stored as (mu, log sigma^2), not z: M's training samples a fresh z from them every epoch. The run is
-resumable (finished files are skipped) and refuses a folder encoded by different V weights.
+(T, Z) float32 of every frame plus the episode's actions, rewards, terminated and truncated flags (and the
+expert's labels when the shard has them), so M never opens a frame shard. ``<out>`` defaults to
+``<episodes>/../latents/<vae run name>``. Latents are stored as (mu, log sigma^2), not z: M's training
+samples a fresh z from them every epoch. The run is resumable (finished files are skipped) and
+refuses a folder encoded by different V weights.
 """
 
 from __future__ import annotations
@@ -117,9 +118,11 @@ def encode(args: EncodeArgs) -> Path:
     for path in tqdm(todo, desc="encode", total=len(shards), initial=len(shards) - len(todo)):
         episode = load_episode(path)
         mu, logvar = encode_frames(vae, episode.frames, device, args.batch_size)
-        save_arrays(out / path.name, {"mu": mu, "logvar": logvar, "actions": episode.actions,
-                                      "rewards": episode.rewards, "terminated": episode.terminated,
-                                      "truncated": episode.truncated})  # fmt: skip
+        arrays = {"mu": mu, "logvar": logvar, "actions": episode.actions, "rewards": episode.rewards,
+                  "terminated": episode.terminated, "truncated": episode.truncated}  # fmt: skip
+        if episode.expert_actions is not None:
+            arrays["expert_actions"] = episode.expert_actions
+        save_arrays(out / path.name, arrays)
     print(f"encode: {len(shards)} episodes encoded in {out}")
     return out
 
