@@ -331,8 +331,14 @@ def test_carracing_expert_drives_the_track_and_labels_what_it_would_do(tmp_path:
     config = ControllerConfig.for_env(latent, "dreamgym/CarRacingLatent-v0")
     controller = LinearController(config, np.zeros(config.n_params, np.float32))
     through_m = play_episode(CARRACING, latent, 0, lambda rng: controller.act, expert_labels=True)
-    latent.close()
     assert through_m.expert_actions.shape == through_m.actions.shape == (20, 3)
+    assert not np.allclose(through_m.actions, through_m.expert_actions)
+    for share in (0.0, 0.5, 1.0):  # --expert-share: the expert plays that share of the controller's steps
+        mixed = collect_module.expert_mixture(CARRACING, latent, lambda rng: controller.act, share)
+        episode = play_episode(CARRACING, latent, 0, mixed, expert_labels=True)
+        by_expert = np.all(episode.actions == episode.expert_actions, axis=1)
+        assert by_expert.mean() == share if share in (0.0, 1.0) else 0.2 < by_expert.mean() < 0.8
+    latent.close()
 
 
 def test_expert_options_are_checked_before_any_work(tmp_path: Path, monkeypatch) -> None:
@@ -341,6 +347,7 @@ def test_expert_options_are_checked_before_any_work(tmp_path: Path, monkeypatch)
         (CollectArgs(game="takecover", expert_labels=True), "game 'takecover' has no scripted expert"),
         (CollectArgs(game="takecover", exploration="expert"), "game 'takecover' has no scripted expert"),
         (CollectArgs(game="carracing", exploration="expert", action_noise=-0.1), "--action-noise must be"),
+        (CollectArgs(game="carracing", exploration="expert", expert_share=0.5), "goes with --controller"),
     ):
         with pytest.raises(ValueError, match=message):
             collect(dataclasses.replace(bad, out=str(tmp_path / "bad")))

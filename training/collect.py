@@ -10,8 +10,9 @@ policy, or, with ``--controller``, by that controller seeing the real game throu
 paper's iterative procedure: new data where the current controller goes, so the next M is right
 there); episodes shorter than the game's minimum are re-drawn with the next attempt. ``--exploration
 expert`` plays the game's scripted expert instead (reading the game's internal state; ``--action-noise``
-perturbs what it plays), and ``--expert-labels`` records, beside whatever is played, the expert's action
-in every state visited: demonstrations and DAgger labels for ``agents.imitate``. Each finished
+perturbs what it plays, ``--expert-share`` lets it play that share of a controller's steps), and
+``--expert-labels`` records, beside whatever is played, the expert's action in every state visited:
+demonstrations and DAgger labels for ``agents.imitate``. Each finished
 episode is written atomically, so a run killed at any moment (even SIGKILL) is finished by rerunning the
 same command: existing shards are kept, missing ones are collected, and every shard is the same as an
 uninterrupted run's.
@@ -68,6 +69,8 @@ class CollectArgs:
     """std of the Gaussian added to the controller's parameters, drawn anew for every episode"""
     action_noise: float = 0.0
     """with --exploration expert: std of the Gaussian added to each of its actions (clipped to the action space)"""
+    expert_share: float = 0.0
+    """with --controller: probability that the game's expert plays a step instead (DAgger's beta mixture)"""
     expert_labels: bool = False
     """also record the game's expert's action in every state visited (the shards' expert_actions)"""
 
@@ -109,6 +112,23 @@ def noisy_expert(spec: GameSpec, env: gym.Env, noise: float) -> Callable[[np.ran
         def act(obs: Any) -> np.ndarray:
             action = expert(env)
             return np.clip(action + rng.normal(0.0, noise, action.shape), space.low, space.high).astype(np.float32)
+
+        return act
+
+    return make
+
+
+def expert_mixture(spec: GameSpec, env: gym.Env, make_policy: Callable[[np.random.Generator], Policy],
+                   share: float) -> Callable[[np.random.Generator], Policy]:  # fmt: skip
+    """``make_policy``'s policy, except that each step the spec's expert plays instead with probability ``share``."""
+    expert = require_expert(spec)
+
+    def make(rng: np.random.Generator) -> Policy:
+        policy = make_policy(rng)
+
+        def act(obs: Any) -> Any:
+            action = policy(obs)
+            return expert(env) if rng.random() < share else action
 
         return act
 
@@ -191,6 +211,8 @@ def make_player(args: CollectArgs) -> tuple[GameSpec, gym.Env, Callable[[np.rand
         require_expert(spec)
     if not (np.isfinite(args.action_noise) and args.action_noise >= 0):
         raise ValueError(f"--action-noise must be a finite std >= 0, got {args.action_noise}")
+    if not 0 <= args.expert_share <= 1 or (args.expert_share > 0 and args.controller is None):
+        raise ValueError(f"--expert-share must be in [0, 1] and goes with --controller, got {args.expert_share}")
     if args.controller is None:
         env = spec.make_real_env(max_episode_steps=args.max_steps)
         return spec, env, noisy_expert(spec, env, args.action_noise) if args.exploration == "expert" else None
@@ -202,7 +224,10 @@ def make_player(args: CollectArgs) -> tuple[GameSpec, gym.Env, Callable[[np.rand
     except BaseException:
         env.close()
         raise
-    return spec, env, perturbed_controller(controller, args.param_noise)
+    make_policy = perturbed_controller(controller, args.param_noise)
+    if args.expert_share > 0:
+        make_policy = expert_mixture(spec, env, make_policy, args.expert_share)
+    return spec, env, make_policy
 
 
 def _init_worker(args: CollectArgs) -> None:
