@@ -33,7 +33,7 @@ from dreamgym.world_model import WorldModel
 from training.cli import parse_args
 from training.common import set_threads, torch_generator
 
-_KEYS = ("mu", "logvar", "actions")
+_KEYS = ("mu", "logvar", "actions", "rewards")
 
 
 @dataclass(frozen=True)
@@ -48,6 +48,10 @@ class ImitateArgs:
     """controller input zh | zch | z (default: the game's, as the pipeline's)"""
     targets: str = "actions"
     """what to imitate: actions (those played) or expert (the expert's labels; only files that have them)"""
+    progress_window: int = 0
+    """imitate only steps after which the episode gains reward within this many steps (0: every step); for
+    DAgger data, where the expert's labels in states it could not recover from (a car lost on the grass)
+    teach nothing a controller can use"""
     min_return: float = -math.inf
     """imitate only episodes whose return is at least this"""
     ridge: float = 1.0
@@ -83,9 +87,9 @@ def chosen_episodes(latents: str, min_return: float, targets: str = "actions") -
 
 @torch.inference_mode()
 def episode_observations(model: WorldModel, path: Path, obs_mode: str, generator: torch.Generator,
-                         targets: str = "actions") -> tuple[torch.Tensor, np.ndarray]:  # fmt: skip
-    """(observations (T, D), recorded ``targets`` (T, ...)) of one latent file, as the latent env would give
-    them; M is stepped over the actions played whatever the targets.
+                         targets: str = "actions") -> tuple[torch.Tensor, np.ndarray, np.ndarray]:  # fmt: skip
+    """(observations (T, D), recorded ``targets`` (T, ...), rewards (T,)) of one latent file, the observations
+    as the latent env would give them; M is stepped over the actions played whatever the targets.
 
     Observation t pairs z_t with M's state before it has seen z_t (zeros at t = 0), stepped exactly as
     the latent env steps it.
@@ -100,7 +104,15 @@ def episode_observations(model: WorldModel, path: Path, obs_mode: str, generator
         observations.append(latent_observation(z[t : t + 1], state[0], state[1], obs_mode))
         restart = torch.full((1,), float(t == 0))
         _, state = model.mdnrnn.step(z[t : t + 1], actions[t : t + 1], restart, state)
-    return torch.cat(observations), arrays[_TARGET_KEYS[targets]]
+    return torch.cat(observations), arrays[_TARGET_KEYS[targets]], arrays["rewards"]
+
+
+def gains_reward_within(rewards: np.ndarray, window: int) -> np.ndarray:
+    """(T,) bool: whether any of rewards[t : t + window] is positive."""
+    positive = np.cumsum(rewards > 0)  # positive[t]: how many of rewards[: t + 1] are positive
+    ahead = np.minimum(np.arange(len(rewards)) + window - 1, len(rewards) - 1)
+    before = np.concatenate([[0], positive[: len(rewards) - 1]])
+    return positive[ahead] - before > 0
 
 
 def ridge_fit(x: np.ndarray, y: np.ndarray, ridge: float, bias: bool) -> np.ndarray:
@@ -122,6 +134,8 @@ def imitate(args: ImitateArgs) -> tuple[LinearController, dict[str, float]]:
         raise ValueError("--world-model, --latents and --out are required")
     if args.targets not in _TARGET_KEYS:
         raise ValueError(f"--targets must be one of {sorted(_TARGET_KEYS)}, got {args.targets!r}")
+    if args.progress_window < 0:
+        raise ValueError(f"--progress-window must be >= 0 steps, got {args.progress_window}")
     if args.ridge < 0 or not 0 < args.clip < 1:
         raise ValueError(f"--ridge must be >= 0 and --clip in (0, 1), got {args.ridge} and {args.clip}")
     set_threads(args.threads)
@@ -135,9 +149,10 @@ def imitate(args: ImitateArgs) -> tuple[LinearController, dict[str, float]]:
     generator = torch_generator(torch.device("cpu"), args.seed, 7)
     xs, ys = [], []
     for path in tqdm(paths, desc="imitate: episodes", unit="episode"):
-        obs, actions = episode_observations(model, path, obs_mode, generator, args.targets)
-        xs.append(obs.numpy().astype(np.float64))
-        ys.append(np.asarray(game.unsquash_action(actions), np.float64).reshape(len(actions), -1))
+        obs, actions, rewards = episode_observations(model, path, obs_mode, generator, args.targets)
+        keep = gains_reward_within(rewards, args.progress_window) if args.progress_window > 0 else slice(None)
+        xs.append(obs.numpy().astype(np.float64)[keep])
+        ys.append(np.asarray(game.unsquash_action(actions), np.float64).reshape(len(actions), -1)[keep])
     x, y = np.concatenate(xs), np.concatenate(ys)
     target = np.arctanh(np.clip(y, -args.clip, args.clip))
     params = ridge_fit(x, target, args.ridge, config.bias)

@@ -13,7 +13,7 @@ import torch
 
 import dreamgym  # noqa: F401  (registers the ids)
 from agents.backends import EnvArgs, probe_config
-from agents.imitate import ImitateArgs, imitate, main
+from agents.imitate import ImitateArgs, gains_reward_within, imitate, main
 from dreamgym.controller import ControllerConfig, LinearController
 from dreamgym.data import episode_path, save_arrays
 from dreamgym.envs.dream import latent_observation
@@ -106,8 +106,18 @@ def test_expert_targets_fit_the_labels_in_the_states_another_policy_visited(
     z_size = config.obs_dim - 16
     np.testing.assert_allclose(student.weight[:2, :z_size], weight[:2, :z_size], atol=1e-2)
     assert summary["rmse_output0"] < 5e-3 and summary["rmse_output1"] < 5e-3
+    _, kept = imitate(dataclasses.replace(args, progress_window=10, out=str(tmp_path / "progress")))
+    assert kept["steps"] == 240  # episode 0 gains no reward (all its rewards are 0): none of its steps is kept
     played, _ = imitate(dataclasses.replace(args, targets="actions", out=str(tmp_path / "played")))
     assert not np.allclose(played.weight[:2, :z_size], weight[:2, :z_size], atol=0.1)  # random actions fit nothing
+
+
+def test_gains_reward_within_looks_ahead_over_the_window() -> None:
+    rewards = np.array([-0.1, 3.0, -0.1, -0.1, -0.1, -0.1, 2.0, -0.1, -0.1, -0.1])
+    for window in (1, 2, 3, 5, 20):
+        expected = [bool((rewards[t : t + window] > 0).any()) for t in range(len(rewards))]
+        assert gains_reward_within(rewards, window).tolist() == expected
+    assert gains_reward_within(rewards, 3).tolist() == [1, 1, 0, 0, 1, 1, 1, 0, 0, 0]
 
 
 def test_imitation_names_what_is_missing(tiny_bundle: Callable[..., Path], tmp_path: Path) -> None:
@@ -121,6 +131,8 @@ def test_imitation_names_what_is_missing(tiny_bundle: Callable[..., Path], tmp_p
         imitate(ImitateArgs(world_model=str(bundle), latents=str(tmp_path / "empty"), out=str(tmp_path / "bc")))
     with pytest.raises(ValueError, match="holds expert_actions; collect with .*--expert-labels"):
         imitate(dataclasses.replace(args, targets="expert", min_return=-1.0))
+    with pytest.raises(ValueError, match="--progress-window must be >= 0"):
+        imitate(dataclasses.replace(args, progress_window=-1))
     with pytest.raises(ValueError, match="--targets must be one of"):
         imitate(dataclasses.replace(args, targets="teacher"))
     assert not (tmp_path / "bc").exists()
