@@ -245,6 +245,17 @@ def test_encode_refuses_latents_of_another_v(trained_vae: tuple[Path, Path], tmp
         encode(EncodeArgs(vae=str(other), episodes=str(episodes), out=str(out), device="cpu"))
 
 
+def test_encode_with_a_bundle_uses_its_v(trained_vae: tuple[Path, Path], tiny_bundle, tmp_path: Path) -> None:
+    episodes, _ = trained_vae
+    bundle = tiny_bundle("takecover")
+    out = encode(EncodeArgs(vae=str(bundle), episodes=str(episodes), out=str(tmp_path / "latents"), device="cpu"))
+    shard = load_episode(list_episodes(episodes)[1])
+    mu, _ = encode_frames(WorldModel.load(bundle).vae, shard.frames, torch.device("cpu"), 256)
+    np.testing.assert_allclose(load_latents(list_episodes(out)[1]).mu, mu, atol=1e-5)
+    with pytest.raises(FileNotFoundError, match="neither a V run folder nor a world-model bundle"):
+        encode(EncodeArgs(vae=str(tmp_path / "nowhere"), episodes=str(episodes), device="cpu"))
+
+
 # --- M ----------------------------------------------------------------------------------------------
 
 

@@ -1,13 +1,15 @@
 """Encode every episode once with a trained V, so M trains on latents without re-running V.
 
     python -m training.encode --vae runs/takecover/vae --episodes data/takecover
+    python -m training.encode --vae carracing --episodes data/carracing   # V of a (shipped) bundle
 
 For each shard ``episode_000042.npz`` it writes ``<out>/episode_000042.npz`` holding mu and logvar
 (T, Z) float32 of every frame plus the episode's actions, rewards, terminated and truncated flags (and the
 expert's labels when the shard has them), so M never opens a frame shard. ``<out>`` defaults to
 ``<episodes>/../latents/<vae run name>``. Latents are stored as (mu, log sigma^2), not z: M's training
 samples a fresh z from them every epoch. The run is resumable (finished files are skipped) and
-refuses a folder encoded by different V weights.
+refuses a folder encoded by different V weights. ``--vae`` may also name a world-model bundle (a folder
+or a shipped name): its V encodes, so new rollouts join the features of the model that will use them.
 """
 
 from __future__ import annotations
@@ -24,8 +26,10 @@ from tqdm import tqdm
 from dreamgym.checkpoint import load_json, save_json
 from dreamgym.data import list_episodes, load_arrays, load_episode, save_arrays
 from dreamgym.models.vae import ConvVAE, frames_to_tensor
+from dreamgym.world_model import ARCHITECTURE as WORLD_MODEL_ARCHITECTURE
+from dreamgym.world_model import WorldModel, resolve_bundle
 from training.cli import parse_args
-from training.common import MODEL_FILE, resolve_device, set_threads
+from training.common import CONFIG_FILE, MODEL_FILE, resolve_device, set_threads
 from training.vae import load_vae
 
 MANIFEST = "encode.json"
@@ -35,7 +39,7 @@ LATENT_KEYS = ("mu", "logvar", "actions", "rewards", "terminated", "truncated")
 @dataclass(frozen=True)
 class EncodeArgs:
     vae: str = "runs/takecover/vae"
-    """V run folder (holds model.safetensors + config.json)"""
+    """V run folder (holds model.safetensors + config.json), or a world-model bundle folder or shipped name"""
     episodes: str = "data/takecover"
     """folder of episode shards"""
     out: str | None = None
@@ -89,6 +93,19 @@ def file_digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def load_encoder(vae: str, device: torch.device) -> tuple[ConvVAE, Path]:
+    """The V named by ``vae`` (a V run folder, or a bundle folder or shipped name) and the folder it came from."""
+    folder = Path(vae)
+    config = folder / CONFIG_FILE
+    if config.is_file() and load_json(config).get("architecture") != WORLD_MODEL_ARCHITECTURE:
+        return load_vae(folder, device), folder
+    try:
+        bundle = resolve_bundle(vae)
+    except FileNotFoundError as err:
+        raise FileNotFoundError(f"--vae {vae!r} is neither a V run folder nor a world-model bundle ({err})") from None
+    return WorldModel.load(bundle, device).vae, bundle
+
+
 def check_manifest(out: Path, vae_dir: Path) -> None:
     """Records which V encoded ``out``, or refuses to mix latents from another V into it."""
     digest = file_digest(vae_dir / MODEL_FILE)
@@ -110,8 +127,8 @@ def encode(args: EncodeArgs) -> Path:
     if not shards:
         raise ValueError(f"no episode shards in {args.episodes!r}")
     out = Path(args.out) if args.out else default_latent_dir(args.episodes, args.vae)
-    vae = load_vae(args.vae, device)
-    check_manifest(out, Path(args.vae))
+    vae, vae_dir = load_encoder(args.vae, device)
+    check_manifest(out, vae_dir)
     for stale in out.glob(".episode_*.tmp"):  # left by a killed run
         stale.unlink()
     todo = [p for p in shards if not (out / p.name).is_file()]
