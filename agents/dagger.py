@@ -4,12 +4,12 @@
         --expert-share 0.3 --out runs/carracing-dagger
 
 Round 0 is ``--init`` (a controller folder) or, without it, a clone of ``--demos`` expert episodes played
-with ``--demo-noise`` on its actions. Round k >= 1: round k-1's controller plays ``--episodes-per-round``
-real episodes through ``dreamgym/<Game>Latent-v0`` while the expert plays a share
-``--expert-share * --share-decay**(k-1)`` of the steps (DAgger's beta mixture: the rollouts get through the
-places where the clone alone would crash, and are labelled there) and records its own action in every state
-visited; all episodes are encoded with the bundle's V, one ridge regression on every label so far
-(:func:`agents.imitate.imitate`, ``--targets expert``) gives round k, and it is scored over
+with ``--demo-noise`` on its actions. Round k >= 1: round k-1's controller (``--player best``: the best so
+far) plays ``--episodes-per-round`` real episodes through ``dreamgym/<Game>Latent-v0`` while the expert
+plays a share ``--expert-share * --share-decay**(k-1)`` of the steps (DAgger's beta mixture: the rollouts
+get through the places where the clone alone would crash, and are labelled there) and records its own action
+in every state visited; all episodes are encoded with the bundle's V, one ridge regression on every label so
+far (:func:`agents.imitate.imitate`, ``--targets expert``) gives round k, and it is scored over
 ``--eval-episodes`` real episodes from seeds ``--eval-seed + j`` (selection seeds, not the test seeds of
 ``agents.evaluate``). Layout of ``--out``::
 
@@ -71,6 +71,9 @@ class DaggerArgs:
     """share of round 1's steps the expert plays"""
     share_decay: float = 1.0
     """the share is multiplied by this every round"""
+    player: str = "latest"
+    """who plays round k: latest (round k-1, DAgger's rule) or best (the best-scoring round so far: while a
+    refit on little data scores below the start, the data keeps coming from where the better controller goes)"""
     param_noise: float = 0.0
     """std of the noise on the playing controller's parameters, drawn per episode"""
     ridge: float = 0.1
@@ -103,6 +106,8 @@ def check_args(args: DaggerArgs) -> None:
     if not (0 <= args.expert_share <= 1 and 0 < args.share_decay <= 1):
         raise ValueError(f"--expert-share must be in [0, 1] and --share-decay in (0, 1], got "
                          f"{args.expert_share} and {args.share_decay}")  # fmt: skip
+    if args.player not in ("latest", "best"):
+        raise ValueError(f"--player must be latest or best, got {args.player!r}")
     if args.init is not None and not (Path(args.init) / "controller.json").is_file():
         raise FileNotFoundError(f"--init {args.init!r}: no controller.json there")
 
@@ -213,6 +218,12 @@ class DaggerRun:
                                  threads=a.threads, controller=str(folder), episodes=a.eval_episodes,
                                  seed=a.eval_seed, out=str(path)))  # fmt: skip
 
+    def player(self, k: int) -> int:
+        """The round whose controller plays round ``k`` (k >= 1)."""
+        if self.args.player == "latest":
+            return k - 1
+        return max(self.state["rounds"][:k], key=lambda r: r["eval_mean"])["round"]
+
     def play_round(self, k: int) -> dict[str, Any]:
         """Round ``k``: its data, its controller and its score (round 0: the demonstrations and the start)."""
         a, folder = self.args, round_dir(self.out, k)
@@ -228,7 +239,8 @@ class DaggerRun:
             if found > total:
                 raise ValueError(f"{self.episodes} holds {found} episodes, more than the {total} rounds 0-{k} play: "
                                  f"they would be taken for round {k}'s rollouts; pass another --out")  # fmt: skip
-            self.collect(total, controller=str(round_dir(self.out, k - 1)), expert_share=share_of(a, k))
+            record["player"] = self.player(k)
+            self.collect(total, controller=str(round_dir(self.out, record["player"])), expert_share=share_of(a, k))
             record["rollout_mean"] = float(np.mean(episode_returns(self.latents, total - a.episodes_per_round, total)))
         if not (folder / "controller.json").is_file():
             if k == 0 and a.init is not None:

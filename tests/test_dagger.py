@@ -64,6 +64,7 @@ def test_settings_that_cannot_work_fail_before_any_episode(tmp_path: Path) -> No
         (DaggerArgs(demos=0), "needs --init"),
         (DaggerArgs(expert_share=1.5), "--expert-share must be in"),
         (DaggerArgs(init=str(tmp_path / "nowhere")), "no controller.json"),
+        (DaggerArgs(player="worst"), "--player must be latest or best"),
     ):
         with pytest.raises((ValueError, FileNotFoundError), match=message):
             DaggerRun(dataclasses.replace(bad, out=str(tmp_path / "bad")))
@@ -73,3 +74,11 @@ def test_settings_that_cannot_work_fail_before_any_episode(tmp_path: Path) -> No
 def test_expert_share_decays_per_round() -> None:
     args = DaggerArgs(expert_share=0.4, share_decay=0.5)
     assert [share_of(args, k) for k in range(4)] == [0.0, 0.4, 0.2, 0.1]
+
+
+def test_player_is_the_previous_round_or_the_best_so_far(tmp_path: Path) -> None:
+    scores = [{"round": 0, "eval_mean": 5.0}, {"round": 1, "eval_mean": 3.0}, {"round": 2, "eval_mean": 7.0}]
+    for player, expected in (("latest", [0, 1, 2]), ("best", [0, 0, 2])):
+        run = DaggerRun(DaggerArgs(out=str(tmp_path / player), player=player))
+        run.state["rounds"] = scores
+        assert [run.player(k) for k in (1, 2, 3)] == expected
