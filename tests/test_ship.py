@@ -88,6 +88,20 @@ def test_reshipping_replaces_the_folder_and_a_failed_ship_keeps_it(shipped_folde
     assert not list(shipped_folder.parent.glob(".takecover*"))
 
 
+def test_reshipping_controllers_onto_the_shipped_bundle_keeps_its_files(shipped_folder: Path, tmp_path: Path) -> None:
+    kept = ("config.json", "model.safetensors", "traversal.png")
+    before = {name: (shipped_folder / name).read_bytes() for name in kept}
+    card_head = (shipped_folder / "MODEL_CARD.md").read_text().split("## Shipped controllers")[0]
+    gamma = tiny_controller(shipped_folder, tmp_path / "ctrl_g", 2)
+    ship(ShipArgs(world_model=str(shipped_folder), controllers=f"gamma={gamma}", dest=str(shipped_folder)))
+    assert {name: (shipped_folder / name).read_bytes() for name in kept} == before
+    card = (shipped_folder / "MODEL_CARD.md").read_text()
+    assert card.startswith(card_head) and "`gamma` (default)" in card and "`alpha`" not in card
+    assert card.count("## Shipped controllers") == 1 and not (shipped_folder / "look.gif").exists()
+    assert sorted(p.name for p in (shipped_folder / "controllers").iterdir()) == ["DEFAULT", "gamma"]
+    assert shipped.verify_checksums(shipped_folder) == []
+
+
 def test_parse_controllers_rejects_malformed_pairs() -> None:
     assert parse_controllers("a=x, b=y/z") == {"a": Path("x"), "b": Path("y/z")}
     for bad in ("a", "=x", "a=", "a=x,a=y"):

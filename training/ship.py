@@ -8,6 +8,13 @@ load as float32; the fp16 rounding error is measured on a dream rollout and reco
 provenance), its model card and pictures, each controller with its ``evaluation.json`` files, and
 ``SHA256SUMS``. The folder is assembled beside the target and renamed onto it, so a failed run leaves
 the previous shipped files intact.
+
+    python -m training.ship --world-model carracing --controllers dagger=runs/carracing-dagger/best
+
+With ``--world-model`` naming the shipped folder it writes to, only the controllers and extras are
+replaced: the bundle's weights, config, pictures and model card are kept byte for byte (re-saving shipped
+fp16 weights would record a rounding error of zero, and the card's training records live in run folders
+that may be gone).
 """
 
 from __future__ import annotations
@@ -24,11 +31,13 @@ import numpy as np
 import torch
 
 from dreamgym.controller import LinearController
-from dreamgym.model_card import CARD_FILE, write_model_card
+from dreamgym.model_card import CARD_FILE, RECONSTRUCTIONS_FILE, TRAVERSAL_FILE, write_model_card
 from dreamgym.shipped import CONTROLLERS_DIR, DEFAULT_FILE, write_checksums
-from dreamgym.world_model import PRETRAINED_DIR, WorldModel
+from dreamgym.world_model import PRETRAINED_DIR, WorldModel, resolve_bundle
 from training.cli import parse_args
 
+CONTROLLERS_HEADING = "\n## Shipped controllers\n"
+BUNDLE_FILES = ("config.json", "model.safetensors", RECONSTRUCTIONS_FILE, TRAVERSAL_FILE)
 DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 
 
@@ -98,7 +107,7 @@ def rounding_error(model: WorldModel, dtype: torch.dtype, steps: int = 200, batc
 
 def controllers_section(staging: Path, game: str, names: list[str], default: str | None, extras: list[Path]) -> str:
     """Markdown appended to the model card: each shipped controller's recorded scores, then the extra files."""
-    lines = ["", "## Shipped controllers", ""]
+    lines = [CONTROLLERS_HEADING, ""]
     if not names:
         lines.append("None.")
     for name in names:
@@ -126,6 +135,25 @@ def relative_to_cwd(path: Any) -> Any:
         return path
 
 
+def save_bundle(model: WorldModel, staging: Path, args: ShipArgs, name: str) -> None:
+    """The bundle at ``args.dtype`` with its measured rounding error, and a fresh model card and pictures."""
+    dtype = DTYPES[args.dtype]
+    model.provenance = {k: relative_to_cwd(v) for k, v in model.provenance.items()}
+    model.provenance["weights_dtype"] = args.dtype
+    model.provenance["rounding_error"] = rounding_error(model, dtype)
+    model.save(staging, dtype=dtype)
+    write_model_card(staging, args.episodes, name=name)
+
+
+def keep_bundle(shipped: Path, staging: Path) -> None:
+    """The shipped bundle's files as they are, and its model card up to its controllers section."""
+    for name in BUNDLE_FILES:
+        if (shipped / name).is_file():
+            shutil.copy2(shipped / name, staging / name)
+    card = (shipped / CARD_FILE).read_text()
+    (staging / CARD_FILE).write_text(card.split(CONTROLLERS_HEADING)[0])
+
+
 def ship(args: ShipArgs) -> Path:
     """Writes the shipped folder; returns it."""
     if args.dtype not in DTYPES:
@@ -146,12 +174,10 @@ def ship(args: ShipArgs) -> Path:
     staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
     staging.chmod(0o755)  # mkdtemp makes it private; the shipped folder is package data
     try:
-        dtype = DTYPES[args.dtype]
-        model.provenance = {k: relative_to_cwd(v) for k, v in model.provenance.items()}
-        model.provenance["weights_dtype"] = args.dtype
-        model.provenance["rounding_error"] = rounding_error(model, dtype)
-        model.save(staging, dtype=dtype)
-        write_model_card(staging, args.episodes, name=dest.name if dest.parent == PRETRAINED_DIR else str(dest))
+        if resolve_bundle(args.world_model).resolve() == dest.resolve():
+            keep_bundle(dest, staging)
+        else:
+            save_bundle(model, staging, args, name=dest.name if dest.parent == PRETRAINED_DIR else str(dest))
         for name, controller in loaded.items():
             source = controllers[name]
             target = staging / CONTROLLERS_DIR / name
