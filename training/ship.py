@@ -107,7 +107,7 @@ def rounding_error(model: WorldModel, dtype: torch.dtype, steps: int = 200, batc
 
 def controllers_section(staging: Path, game: str, names: list[str], default: str | None, extras: list[Path]) -> str:
     """Markdown appended to the model card: each shipped controller's recorded scores, then the extra files."""
-    lines = [CONTROLLERS_HEADING, ""]
+    lines = [CONTROLLERS_HEADING.rstrip("\n"), ""]
     if not names:
         lines.append("None.")
     for name in names:
