@@ -13,16 +13,16 @@ far (:func:`agents.imitate.imitate`, ``--targets expert``) gives round k, and it
 ``--eval-episodes`` real episodes from seeds ``--eval-seed + j`` (selection seeds, not the test seeds of
 ``agents.evaluate``). Layout of ``--out``::
 
-    episodes/ latents/ round_00/ round_01/ ...  best/  dagger.json  dagger.png  tb/
+    episodes/ latents/ round_00/ round_01/ ...  best/  args.json  dagger.json  dagger.png  tb/
 
-``best/`` is a copy of the highest-scoring round, ``dagger.json`` every round's scores and the settings.
+``best/`` is a copy of the highest-scoring round, ``dagger.json`` every round's scores, ``args.json`` the
+settings.
 Each stage skips what it finds done, so a killed run is finished by rerunning the same command, and
 ``--rounds`` may be raised to go on; other settings are fixed at the first start.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import shutil
 import time
@@ -41,6 +41,7 @@ from dreamgym.envs.registration import latent_id
 from dreamgym.games import get_game
 from training.cli import parse_args
 from training.collect import CollectArgs, collect, require_expert
+from training.common import VOLATILE_ARGS, check_args
 from training.encode import EncodeArgs, encode
 
 SELECTION_SEEDS = 3_000_000
@@ -96,7 +97,7 @@ class DaggerArgs:
     """torch CPU threads of this process"""
 
 
-def check_args(args: DaggerArgs) -> None:
+def validate_args(args: DaggerArgs) -> None:
     """One clear error for settings that cannot work, before any episode is played."""
     require_expert(get_game(args.game))
     if args.demos < 0 or args.rounds < 0 or args.episodes_per_round < 1 or args.eval_episodes < 1:
@@ -121,18 +122,10 @@ def round_dir(out: Path, round_index: int) -> Path:
     return out / f"round_{round_index:02d}"
 
 
-def load_state(out: Path, args: DaggerArgs) -> dict[str, Any]:
-    """The run's record; refuses a rerun whose settings (other than --rounds) differ from the first start's."""
+def load_state(out: Path) -> dict[str, Any]:
+    """The run's record of finished rounds (empty at the first start)."""
     path = out / STATE_FILE
-    fixed = {k: v for k, v in dataclasses.asdict(args).items() if k not in ("rounds", "workers", "device", "threads")}
-    if not path.is_file():
-        return {"settings": fixed, "rounds": []}
-    state = load_json(path)
-    changed = sorted(k for k, v in fixed.items() if state["settings"].get(k) != v)
-    if changed:
-        raise ValueError(f"{out} was started with other settings ({', '.join(changed)}); "
-                         "pass the first start's settings or another --out")  # fmt: skip
-    return state
+    return load_json(path) if path.is_file() else {"rounds": []}
 
 
 def episode_returns(latents: Path, first: int, stop: int) -> list[float]:
@@ -182,7 +175,7 @@ class DaggerRun:
     """The stages of one run folder; every method skips the work it finds done."""
 
     def __init__(self, args: DaggerArgs) -> None:
-        check_args(args)
+        validate_args(args)
         self.args = args
         self.spec = get_game(args.game)
         self.world_model = args.world_model or self.spec.name
@@ -190,7 +183,8 @@ class DaggerRun:
         self.episodes = self.out / "episodes"
         self.latents = self.out / "latents"
         self.out.mkdir(parents=True, exist_ok=True)
-        self.state = load_state(self.out, args)
+        check_args(self.out, args, VOLATILE_ARGS | {"rounds", "workers"})  # args.json: --rounds may grow
+        self.state = load_state(self.out)
 
     def collect(self, total: int, **player: Any) -> None:
         a = self.args

@@ -119,12 +119,13 @@ def torch_generator(device: torch.device, *keys: int) -> torch.Generator:
 # --- run folder files ----------------------------------------------------------------------------
 
 
-def check_args(out: Path, args: Any) -> None:
-    """Records ``args`` in a new run folder, or checks a resumed run has the same result-defining settings."""
-    current = {k: v for k, v in dataclasses.asdict(args).items() if k not in VOLATILE_ARGS}
+def check_args(out: Path, args: Any, volatile: frozenset[str] = VOLATILE_ARGS) -> None:
+    """Records ``args`` in a new run folder, or checks a resumed run has the same result-defining settings
+    (all but ``volatile``, the ones that may change between starts)."""
+    current = {k: v for k, v in dataclasses.asdict(args).items() if k not in volatile}
     path = out / ARGS_FILE
     if path.is_file():
-        saved = {k: v for k, v in load_json(path).items() if k not in VOLATILE_ARGS}
+        saved = {k: v for k, v in load_json(path).items() if k not in volatile}
         diff = {k: (saved[k], current[k]) for k in saved.keys() & current.keys() if saved[k] != current[k]}
         if diff:
             changes = ", ".join(f"{k}: run has {a!r}, command has {b!r}" for k, (a, b) in sorted(diff.items()))

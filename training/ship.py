@@ -33,11 +33,11 @@ import torch
 from dreamgym.controller import LinearController
 from dreamgym.model_card import CARD_FILE, RECONSTRUCTIONS_FILE, TRAVERSAL_FILE, write_model_card
 from dreamgym.shipped import CONTROLLERS_DIR, DEFAULT_FILE, write_checksums
-from dreamgym.world_model import PRETRAINED_DIR, WorldModel, resolve_bundle
+from dreamgym.world_model import CONFIG_FILE, PRETRAINED_DIR, WEIGHTS_FILE, WorldModel, resolve_bundle
 from training.cli import parse_args
 
 CONTROLLERS_HEADING = "\n## Shipped controllers\n"
-BUNDLE_FILES = ("config.json", "model.safetensors", RECONSTRUCTIONS_FILE, TRAVERSAL_FILE)
+BUNDLE_FILES = (CONFIG_FILE, WEIGHTS_FILE, RECONSTRUCTIONS_FILE, TRAVERSAL_FILE)
 DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 
 
