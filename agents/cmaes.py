@@ -30,7 +30,7 @@ from agents.backends import EnvArgs, make_evaluator, probe_config
 from agents.rollout import Evaluator, derive_seed
 from agents.runlog import COLUMNS, log_row, plot_fitness, write_csv
 from dreamgym.checkpoint import CheckpointError, load_json, save_json
-from dreamgym.controller import ControllerConfig, LinearController
+from dreamgym.controller import ControllerConfig, Controller
 from dreamgym.data import ShardError, load_arrays, save_arrays
 from training.cli import parse_args
 
@@ -57,6 +57,8 @@ class TrainArgs(EnvArgs):
     """L2 penalty: the ES maximises mean return - weight_decay * mean(params ** 2)"""
     bias: bool | None = None
     """controller bias (default: the paper's choice for the game, no bias for TakeCover, else bias)"""
+    hidden: int = 0
+    """width of the controller's tanh hidden layer (0: the paper's linear controller)"""
     eval_every: int = 25
     """evaluate the ES mean on --eval-episodes episodes every N generations; 0 = never"""
     eval_episodes: int = 1024
@@ -91,7 +93,7 @@ def initial_mean(args: TrainArgs, config: ControllerConfig) -> np.ndarray:
     """x0: zeros, or the ``--init`` controller's parameters (float64) when its config is ``config``'s."""
     if args.init is None:
         return np.zeros(config.n_params)
-    start = LinearController.load(args.init)
+    start = Controller.load(args.init)
     ours, theirs = dataclasses.asdict(config), dataclasses.asdict(start.config)
     diff = {k: (theirs[k], v) for k, v in ours.items() if k != "env_id" and theirs[k] != v}
     if diff:
@@ -175,8 +177,8 @@ def _save_outputs(out: Path, state: RunState, config: ControllerConfig, args: Tr
         "generation": state.generation,
         "run": str(out),
     }
-    LinearController(config, state.best_params).save(out / "best", {**provenance, "fitness": state.best_fitness})
-    LinearController(config, state.es.mean).save(out / "mean", provenance)
+    Controller(config, state.best_params).save(out / "best", {**provenance, "fitness": state.best_fitness})
+    Controller(config, state.es.mean).save(out / "mean", provenance)
     write_csv(out / "fitness.csv", state.history)
     plot_fitness(out / "fitness.png", state.history, f"CMA-ES on {args.env}")
 
@@ -187,7 +189,7 @@ def train(args: TrainArgs) -> Path:
         raise ValueError("--popsize, --episodes and --generations must be >= 1, --eval-every and --seed >= 0")
     out = run_dir(args)
     checkpoint = out / "checkpoint" / "state.npz"
-    config = probe_config(args, args.bias)
+    config = probe_config(args, args.bias, args.hidden)
     if checkpoint.exists():
         _check_same_run(out, args)
         try:

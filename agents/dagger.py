@@ -9,7 +9,8 @@ far) plays ``--episodes-per-round`` real episodes through ``dreamgym/<Game>Laten
 plays a share ``--expert-share * --share-decay**(k-1)`` of the steps (DAgger's beta mixture: the rollouts
 get through the places where the clone alone would crash, and are labelled there) and records its own action
 in every state visited; all episodes are encoded with the bundle's V, one ridge regression on every label so
-far (:func:`agents.imitate.imitate`, ``--targets expert``) gives round k, and it is scored over
+far (:func:`agents.imitate.imitate`, ``--targets expert``; ``--hidden H``: a controller with a hidden layer)
+gives round k, and it is scored over
 ``--eval-episodes`` real episodes from seeds ``--eval-seed + j`` (selection seeds, not the test seeds of
 ``agents.evaluate``). Layout of ``--out``::
 
@@ -79,6 +80,10 @@ class DaggerArgs:
     """std of the noise on the playing controller's parameters, drawn per episode"""
     ridge: float = 0.1
     """L2 penalty of the refit (agents.imitate --ridge)"""
+    hidden: int = 0
+    """width of the refit controller's tanh hidden layer (agents.imitate --hidden; 0: the paper's linear C)"""
+    epochs: int = 30
+    """with --hidden: the refit's epochs (agents.imitate --epochs)"""
     progress_window: int = 50
     """fit only steps after which the episode gains reward within this many steps (agents.imitate)"""
     eval_episodes: int = 10
@@ -198,7 +203,8 @@ class DaggerRun:
         a = self.args
         _, summary = imitate(ImitateArgs(world_model=self.world_model, latents=str(self.latents), out=str(folder),
                                          obs_mode=self.spec.obs_mode, targets="expert", ridge=a.ridge,
-                                         progress_window=a.progress_window, threads=a.threads))  # fmt: skip
+                                         hidden=a.hidden, epochs=a.epochs, progress_window=a.progress_window,
+                                         threads=a.threads))  # fmt: skip
         return summary
 
     def score(self, folder: Path) -> dict[str, Any]:

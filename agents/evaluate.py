@@ -20,7 +20,7 @@ from PIL import Image
 from agents.backends import EnvArgs, backend_name, make_evaluator, make_single_env, parse_env_kwargs
 from agents.rollout import play_episode
 from dreamgym.checkpoint import save_json, versions
-from dreamgym.controller import LinearController
+from dreamgym.controller import Controller
 from dreamgym.record import VIDEO_SUFFIXES, write_video
 from training.cli import parse_args
 
@@ -53,7 +53,7 @@ def resize_to_width(frame: np.ndarray, width: int) -> np.ndarray:
     return np.asarray(Image.fromarray(frame[..., :3]).resize((width, height), Image.Resampling.BILINEAR))
 
 
-def record_gif(path: str | Path, args: EvalArgs, controller: LinearController, seed: int) -> tuple[float, int]:
+def record_gif(path: str | Path, args: EvalArgs, controller: Controller, seed: int) -> tuple[float, int]:
     """Plays one episode from ``seed`` with rgb_array rendering and writes it as a looping GIF."""
     env = make_single_env(args, render_mode="rgb_array")
     frames: list[np.ndarray] = []
@@ -81,7 +81,7 @@ def evaluate(args: EvalArgs) -> dict[str, Any]:
         raise ValueError(f"--gif {args.gif}: the recording must end in one of {VIDEO_SUFFIXES}")
     env = make_single_env(args)
     try:
-        controller = LinearController.load(args.controller, env)
+        controller = Controller.load(args.controller, env)
     finally:
         env.close()
     evaluator = make_evaluator(args, controller.config, progress=f"evaluate {args.env}")

@@ -1,4 +1,4 @@
-"""Behaviour cloning: fit a linear controller to the actions of recorded episodes, a starting point for CMA-ES.
+"""Behaviour cloning: fit a controller to the actions of recorded episodes, a starting point for CMA-ES.
 
     python -m agents.imitate --world-model runs/carracing/world_model --latents runs/carracing/latents \
         --min-return 300 --out runs/carracing/imitate
@@ -9,6 +9,10 @@ M's state teacher-forced over the episode's recorded actions (``[z_t, h_t]`` wit
 ``unsquash_action``), or with ``--targets expert`` the game's expert's actions recorded in the same states
 (``training.collect --expert-labels``: DAgger, whose labels need not be what was played); the fit is one
 ridge regression on their atanh (clipped to +-``--clip``), so it is deterministic and takes seconds.
+``--hidden H`` fits a controller with one tanh hidden layer of width H instead (Adam on the squared error
+of its tanh outputs, inputs standardised and the scaling folded into the saved weights), for teachers that
+no linear map of ``[z, h]`` copies. ``--holdout F`` keeps the last fraction F of the episodes out of the
+fit and reports the RMSE on them too.
 Only episodes whose return is at least ``--min-return`` are imitated: collection policies are noisy, and
 the best of their episodes are the ones worth copying. The result is an ordinary controller folder:
 ``agents.evaluate`` scores it and ``agents.cmaes --init`` starts from it.
@@ -25,7 +29,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from dreamgym.controller import ControllerConfig, LinearController, population_outputs
+from dreamgym.controller import ControllerConfig, Controller, population_outputs
 from dreamgym.data import list_episodes, load_arrays
 from dreamgym.envs.dream import DreamEnv, latent_observation, load_world_model
 from dreamgym.envs.registration import dream_id
@@ -58,6 +62,16 @@ class ImitateArgs:
     """L2 penalty of the regression (per step of data, so it does not depend on how many episodes are used)"""
     clip: float = 0.95
     """targets are clipped to +-clip before atanh (a saturated action would ask for an infinite weight)"""
+    hidden: int = 0
+    """width of the controller's tanh hidden layer; 0 is the paper's linear controller (a ridge regression)"""
+    epochs: int = 30
+    """with --hidden: passes of Adam over the steps"""
+    lr: float = 1e-3
+    """with --hidden: Adam's learning rate (cosine-decayed to 0 over the epochs)"""
+    weight_decay: float = 1e-4
+    """with --hidden: AdamW's decoupled weight decay"""
+    holdout: float = 0.0
+    """fraction of the chosen episodes (the last ones) left out of the fit and scored as held-out RMSE"""
     seed: int = 0
     """seed of the z draws"""
     threads: int | None = None
@@ -128,7 +142,50 @@ def ridge_fit(x: np.ndarray, y: np.ndarray, ridge: float, bias: bool) -> np.ndar
     return np.concatenate(parts).astype(np.float32)
 
 
-def imitate(args: ImitateArgs) -> tuple[LinearController, dict[str, float]]:
+def mlp_fit(x: np.ndarray, y: np.ndarray, config: ControllerConfig, args: ImitateArgs) -> np.ndarray:
+    """Flat parameters of a one-hidden-layer controller fit by AdamW to the tanh outputs ``y`` (N, A).
+
+    Inputs are standardised while training (z and h have very different scales); the scaling is folded into
+    the hidden layer afterwards (centring only where the layer has a bias), so the controller reads raw
+    observations like any other.
+    """
+    generator = torch.Generator().manual_seed(args.seed)
+    torch.manual_seed(args.seed)
+    xt, yt = torch.from_numpy(x).float(), torch.from_numpy(y).float()
+    mean = xt.mean(0) if config.bias else torch.zeros(xt.shape[1])
+    std = xt.std(0).clamp_min(1e-6)
+    xn = (xt - mean) / std
+    first = torch.nn.Linear(config.obs_dim, config.hidden, bias=config.bias)
+    last = torch.nn.Linear(config.hidden, config.action_out, bias=config.bias)
+    net = torch.nn.Sequential(first, torch.nn.Tanh(), last, torch.nn.Tanh())
+    batches = math.ceil(len(xn) / 512)
+    optimiser = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, args.epochs * batches)
+    progress = tqdm(range(args.epochs), desc="imitate: epochs", unit="epoch")
+    for _ in progress:
+        total = 0.0
+        for index in torch.randperm(len(xn), generator=generator).split(512):
+            loss = ((net(xn[index]) - yt[index]) ** 2).mean()
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+            schedule.step()
+            total += loss.item() * len(index)
+        progress.set_postfix(mse=f"{total / len(xn):.4f}")
+    with torch.no_grad():
+        weight = first.weight / std
+        parts = [weight, -(weight @ mean) + first.bias] if config.bias else [weight]
+        parts += [last.weight, last.bias] if config.bias else [last.weight]
+        return torch.cat([p.reshape(-1) for p in parts]).numpy().astype(np.float32)
+
+
+def rmse(config: ControllerConfig, params: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """(A,) root mean squared error of the controller's tanh outputs on observations x against targets y."""
+    fitted = population_outputs(config, torch.from_numpy(params)[None], torch.from_numpy(x).float()[None])[0]
+    return np.sqrt(((fitted.numpy() - y) ** 2).mean(0))
+
+
+def imitate(args: ImitateArgs) -> tuple[Controller, dict[str, float]]:
     """Fits and saves the controller; returns it and the fit's summary (episodes, steps, RMSE per tanh output)."""
     if args.world_model is None or args.latents is None or args.out is None:
         raise ValueError("--world-model, --latents and --out are required")
@@ -138,14 +195,18 @@ def imitate(args: ImitateArgs) -> tuple[LinearController, dict[str, float]]:
         raise ValueError(f"--progress-window must be >= 0 steps, got {args.progress_window}")
     if args.ridge < 0 or not 0 < args.clip < 1:
         raise ValueError(f"--ridge must be >= 0 and --clip in (0, 1), got {args.ridge} and {args.clip}")
+    if args.hidden < 0 or args.epochs < 1 or not 0 <= args.holdout < 1:
+        raise ValueError(f"--hidden must be >= 0, --epochs >= 1 and --holdout in [0, 1), got {args.hidden}, "
+                         f"{args.epochs} and {args.holdout}")  # fmt: skip
     set_threads(args.threads)
     model = load_world_model(args.world_model, None, "cpu")
     game = model.game
     if game.unsquash_action is None:
         raise ValueError(f"the {game.name} game spec has no unsquash_action, so its actions cannot be imitated")
     obs_mode = args.obs_mode or game.obs_mode
-    config = ControllerConfig.for_env(DreamEnv(model, obs_mode=obs_mode), dream_id(game.name))
+    config = ControllerConfig.for_env(DreamEnv(model, obs_mode=obs_mode), dream_id(game.name), hidden=args.hidden)
     paths, returns = chosen_episodes(args.latents, args.min_return, args.targets)
+    fitted_episodes = len(paths) - int(len(paths) * args.holdout)  # >= 1 as holdout < 1
     generator = torch_generator(torch.device("cpu"), args.seed, 7)
     xs, ys = [], []
     for path in tqdm(paths, desc="imitate: episodes", unit="episode"):
@@ -153,18 +214,22 @@ def imitate(args: ImitateArgs) -> tuple[LinearController, dict[str, float]]:
         keep = gains_reward_within(rewards, args.progress_window) if args.progress_window > 0 else slice(None)
         xs.append(obs.numpy().astype(np.float64)[keep])
         ys.append(np.asarray(game.unsquash_action(actions), np.float64).reshape(len(actions), -1)[keep])
-    x, y = np.concatenate(xs), np.concatenate(ys)
-    target = np.arctanh(np.clip(y, -args.clip, args.clip))
-    params = ridge_fit(x, target, args.ridge, config.bias)
-    controller = LinearController(config, params)
-    fitted = population_outputs(config, torch.from_numpy(params)[None], torch.from_numpy(x).float()[None])[0]
-    rmse = np.sqrt(((fitted.numpy() - y) ** 2).mean(0))
+    x, y = np.concatenate(xs[:fitted_episodes]), np.concatenate(ys[:fitted_episodes])
+    if args.hidden:
+        params = mlp_fit(x, y, config, args)
+    else:
+        params = ridge_fit(x, np.arctanh(np.clip(y, -args.clip, args.clip)), args.ridge, config.bias)
+    controller = Controller(config, params)
     summary = {
-        "episodes": len(paths),
+        "episodes": fitted_episodes,
         "steps": len(x),
-        "mean_return": float(np.mean(returns)),
-        **{f"rmse_output{i}": float(v) for i, v in enumerate(rmse)},
+        "mean_return": float(np.mean(returns[:fitted_episodes])),
+        **{f"rmse_output{i}": float(v) for i, v in enumerate(rmse(config, params, x, y))},
     }
+    if fitted_episodes < len(paths):
+        held_x, held_y = np.concatenate(xs[fitted_episodes:]), np.concatenate(ys[fitted_episodes:])
+        summary |= {"heldout_episodes": len(paths) - fitted_episodes,
+                    **{f"heldout_rmse_output{i}": float(v) for i, v in enumerate(rmse(config, params, held_x, held_y))}}  # fmt: skip
     controller.save(args.out, {"imitate": dataclasses.asdict(args) | {"obs_mode": obs_mode}, "fit": summary})
     return controller, summary
 
@@ -172,7 +237,7 @@ def imitate(args: ImitateArgs) -> tuple[LinearController, dict[str, float]]:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(ImitateArgs, argv, __doc__)
     _, summary = imitate(args)
-    fit = ", ".join(f"{k} {v:.3f}" for k, v in summary.items() if k.startswith("rmse"))
+    fit = ", ".join(f"{k} {v:.3f}" for k, v in summary.items() if "rmse" in k)
     print(f"imitated {summary['episodes']} episodes ({summary['steps']} steps, mean return "
           f"{summary['mean_return']:.1f}); fit {fit}; wrote {args.out}")  # fmt: skip
 

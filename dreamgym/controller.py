@@ -1,20 +1,26 @@
 """The World Models controller C: ``action = squash(tanh(W · obs + b))``, one or a whole population at once.
 
+The paper's C is that linear map. ``hidden > 0`` puts one tanh layer of that width in front of it
+(``tanh(W · tanh(W_h · obs + b_h) + b)``), for when a linear map of ``[z, h]`` cannot copy a teacher
+(``agents.imitate --hidden``); everything below (CMA-ES, the envs, save/load) treats both alike.
+
 A :class:`ControllerConfig` fixes the sizes and the action mapping. On a dreamgym env (its
 ``metadata["dreamgym_game"]`` names a game spec) the tanh outputs go through the spec's
 ``squash_action`` (TakeCover: one output thresholded at ±1/3; CarRacing: steer, (x+1)/2 gas, clipped
 brake). On any other env the mapping comes from the action space: Box scales [-1, 1] into its bounds,
 Discrete(n) takes the argmax of n outputs.
 
-Parameters are a flat vector ``[W.ravel(), b]`` with W of shape (A, D), so a population is a (P, n)
-tensor and :func:`population_outputs` computes all P·E actions of a generation with one einsum. On disk a
-controller is ``controller.safetensors`` (``weight``, ``bias``) plus ``controller.json`` (config, spaces,
-env id, provenance, versions).
+Parameters are a flat vector ``[W.ravel(), b]`` with W of shape (A, D) (with a hidden layer
+``[W_h.ravel(), b_h, W.ravel(), b]``, W_h (H, D), W (A, H)), so a population is a (P, n) tensor and
+:func:`population_outputs` computes all P·E actions of a generation with one einsum per layer. On disk a
+controller is ``controller.safetensors`` (``weight``, ``bias``, and ``hidden.weight``, ``hidden.bias``
+with a hidden layer) plus ``controller.json`` (config, spaces, env id, provenance, versions).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +33,9 @@ import torch
 from dreamgym.checkpoint import CheckpointError, load_json, load_tensors, save_json, save_tensors, versions
 from dreamgym.games import get_game
 
-ARCHITECTURE = "dreamgym.LinearController/v1"
+LINEAR_ARCHITECTURE = "dreamgym.LinearController/v1"
+MLP_ARCHITECTURE = "dreamgym.MLPController/v1"
+"""Architecture tag of controllers with a hidden layer (linear ones keep the tag older versions read)."""
 CONFIG_FILE = "controller.json"
 WEIGHTS_FILE = "controller.safetensors"
 GAME_KEY = "dreamgym_game"
@@ -47,7 +55,7 @@ def space_to_json(space: gym.spaces.Space) -> dict[str, Any]:
         }
     if isinstance(space, gym.spaces.Discrete):
         return {"type": "Discrete", "n": int(space.n), "start": int(space.start)}
-    raise TypeError(f"the linear controller supports Box and Discrete action spaces, not {space}")
+    raise TypeError(f"the controller supports Box and Discrete action spaces, not {space}")
 
 
 def env_spaces(env: gym.Env | gym.vector.VectorEnv) -> tuple[gym.spaces.Space, gym.spaces.Space]:
@@ -59,7 +67,7 @@ def env_spaces(env: gym.Env | gym.vector.VectorEnv) -> tuple[gym.spaces.Space, g
 
 @dataclass(frozen=True)
 class ControllerConfig:
-    """Sizes and action mapping of a linear controller.
+    """Sizes and action mapping of a controller.
 
     Attributes:
         obs_dim: D, length of the flattened observation.
@@ -68,6 +76,7 @@ class ControllerConfig:
         action_space: :func:`space_to_json` of the env's action space.
         game: dreamgym game spec name whose ``squash_action`` maps outputs, or None for the generic mapping.
         env_id: the env the controller was made for (informative; any env with the same spaces fits).
+        hidden: H, width of the tanh hidden layer; 0 is the paper's linear controller.
     """
 
     obs_dim: int
@@ -76,19 +85,40 @@ class ControllerConfig:
     action_space: dict[str, Any]
     game: str | None = None
     env_id: str | None = None
+    hidden: int = 0
+
+    def __post_init__(self) -> None:
+        if self.hidden < 0:
+            raise ValueError(f"hidden must be >= 0 (0: linear), got {self.hidden}")
+
+    @property
+    def architecture(self) -> str:
+        return MLP_ARCHITECTURE if self.hidden else LINEAR_ARCHITECTURE
+
+    def param_shapes(self) -> dict[str, tuple[int, ...]]:
+        """Name -> shape of each tensor, in the order of the flat parameter vector."""
+        layers = [("hidden.", self.hidden, self.obs_dim), ("", self.action_out, self.hidden)] if self.hidden else [
+            ("", self.action_out, self.obs_dim)
+        ]
+        shapes: dict[str, tuple[int, ...]] = {}
+        for prefix, out, inp in layers:
+            shapes[f"{prefix}weight"] = (out, inp)
+            if self.bias:
+                shapes[f"{prefix}bias"] = (out,)
+        return shapes
 
     @property
     def n_params(self) -> int:
-        return self.action_out * self.obs_dim + (self.action_out if self.bias else 0)
+        return sum(math.prod(shape) for shape in self.param_shapes().values())
 
     @classmethod
     def for_env(
-        cls, env: gym.Env | gym.vector.VectorEnv, env_id: str | None = None, bias: bool | None = None
+        cls, env: gym.Env | gym.vector.VectorEnv, env_id: str | None = None, bias: bool | None = None, hidden: int = 0
     ) -> ControllerConfig:
         """The config fitting ``env``; ``bias=None`` takes the paper's choice for the game (default True)."""
         obs_space, action_space = env_spaces(env)
         if not isinstance(obs_space, gym.spaces.Box):
-            raise TypeError(f"the linear controller needs a Box observation space, got {obs_space}")
+            raise TypeError(f"the controller needs a Box observation space, got {obs_space}")
         game = env.metadata.get(GAME_KEY)
         if game is not None:
             outputs = get_game(game).controller_outputs
@@ -100,7 +130,7 @@ class ControllerConfig:
                 raise ValueError(f"cannot scale tanh outputs into the unbounded action space {action_space}")
         if bias is None:
             bias = _PAPER_BIAS.get(game, True)
-        return cls(int(np.prod(obs_space.shape)), outputs, bias, space_to_json(action_space), game, env_id)
+        return cls(int(np.prod(obs_space.shape)), outputs, bias, space_to_json(action_space), game, env_id, hidden)
 
     def check_env(self, env: gym.Env | gym.vector.VectorEnv, what: str = "controller") -> None:
         """Raises ValueError naming the difference when ``env`` does not fit this controller."""
@@ -134,22 +164,35 @@ def squash_outputs(config: ControllerConfig, y: np.ndarray) -> np.ndarray:
     return scaled.reshape(len(y), *space["shape"])
 
 
+def unflatten(config: ControllerConfig, params: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Flat parameters (P, n) -> each tensor of :meth:`ControllerConfig.param_shapes`, batched (P, *shape)."""
+    tensors, start = {}, 0
+    for name, shape in config.param_shapes().items():
+        size = math.prod(shape)
+        tensors[name] = params[:, start : start + size].reshape(len(params), *shape)
+        start += size
+    return tensors
+
+
 def population_outputs(config: ControllerConfig, params: torch.Tensor, obs: torch.Tensor) -> torch.Tensor:
     """tanh(W_p · obs_pe + b_p): params (P, n), obs (P, E, D) -> outputs (P, E, A).
 
-    Candidate p acts in its E envs with its own W and b; one einsum serves the whole population.
+    Candidate p acts in its E envs with its own parameters; one einsum per layer serves the whole population.
     """
-    P, A, D = params.shape[0], config.action_out, config.obs_dim
+    P, D = params.shape[0], config.obs_dim
     if params.shape != (P, config.n_params) or obs.shape[0] != P or obs.shape[-1] != D:
         raise ValueError(
             f"expected params (P, {config.n_params}) and obs (P, E, {D}); "
             f"got {tuple(params.shape)} and {tuple(obs.shape)}"
         )
-    weight = params[:, : A * D].reshape(P, A, D)
-    y = torch.einsum("pad,ped->pea", weight, obs)
-    if config.bias:
-        y = y + params[:, A * D :].reshape(P, 1, A)
-    return torch.tanh(y)
+    tensors = unflatten(config, params)
+    x = obs
+    for prefix in ("hidden.", "") if config.hidden else ("",):
+        x = torch.einsum("pad,ped->pea", tensors[f"{prefix}weight"], x)
+        if config.bias:
+            x = x + tensors[f"{prefix}bias"].unsqueeze(1)
+        x = torch.tanh(x)
+    return x
 
 
 def population_actions(config: ControllerConfig, params: torch.Tensor, obs: Any, episodes: int) -> np.ndarray:
@@ -159,7 +202,7 @@ def population_actions(config: ControllerConfig, params: torch.Tensor, obs: Any,
     return squash_outputs(config, y.reshape(-1, config.action_out).cpu().numpy())
 
 
-class LinearController:
+class Controller:
     """One controller: a config and its flat parameter vector (n,) float32."""
 
     def __init__(self, config: ControllerConfig, params: np.ndarray | torch.Tensor | None = None) -> None:
@@ -169,16 +212,19 @@ class LinearController:
         self.config = config
         self.params = flat
 
+    def tensors(self) -> dict[str, np.ndarray]:
+        """Name -> array of each weight and bias (views into the flat parameters)."""
+        return {k: v[0].numpy() for k, v in unflatten(self.config, torch.from_numpy(self.params)[None]).items()}
+
     @property
     def weight(self) -> np.ndarray:
-        """W (A, D)."""
-        A, D = self.config.action_out, self.config.obs_dim
-        return self.params[: A * D].reshape(A, D)
+        """W (A, D), or (A, H) behind a hidden layer."""
+        return self.tensors()["weight"]
 
     @property
     def bias(self) -> np.ndarray | None:
         """b (A,) or None."""
-        return self.params[self.config.action_out * self.config.obs_dim :] if self.config.bias else None
+        return self.tensors()["bias"] if self.config.bias else None
 
     def act(self, obs: np.ndarray) -> Any:
         """The action for one observation (D,) (any shape with D elements)."""
@@ -188,15 +234,15 @@ class LinearController:
     def save(self, folder: str | os.PathLike, provenance: dict[str, Any] | None = None) -> Path:
         """Writes ``controller.safetensors`` + ``controller.json`` into ``folder`` (atomically, each)."""
         folder = Path(folder)
-        tensors = {"weight": torch.from_numpy(self.weight.copy())}
-        if self.config.bias:
-            tensors["bias"] = torch.from_numpy(self.bias.copy())
-        save_tensors(folder / WEIGHTS_FILE, tensors)
+        save_tensors(folder / WEIGHTS_FILE, {k: torch.from_numpy(v.copy()) for k, v in self.tensors().items()})
+        config = dataclasses.asdict(self.config)
+        if not self.config.hidden:
+            del config["hidden"]  # a linear controller's files stay readable by versions without hidden layers
         save_json(
             folder / CONFIG_FILE,
             {
-                "architecture": ARCHITECTURE,
-                "config": dataclasses.asdict(self.config),
+                "architecture": self.config.architecture,
+                "config": config,
                 "provenance": provenance or {},
                 "versions": versions(),
             },
@@ -204,23 +250,27 @@ class LinearController:
         return folder
 
     @classmethod
-    def load(cls, folder: str | os.PathLike, env: gym.Env | gym.vector.VectorEnv | None = None) -> LinearController:
+    def load(cls, folder: str | os.PathLike, env: gym.Env | gym.vector.VectorEnv | None = None) -> Controller:
         """Loads a saved controller; with ``env``, fails clearly unless its spaces and game fit."""
         folder = Path(folder)
-        meta = load_json(folder / CONFIG_FILE, ARCHITECTURE)
+        meta = load_json(folder / CONFIG_FILE)
+        architecture = meta.get("architecture")
+        if architecture not in (LINEAR_ARCHITECTURE, MLP_ARCHITECTURE):
+            raise CheckpointError(f"{folder / CONFIG_FILE}: checkpoint is for architecture {architecture!r}, "
+                                  f"expected a controller ({LINEAR_ARCHITECTURE!r} or {MLP_ARCHITECTURE!r})")  # fmt: skip
         try:
             config = ControllerConfig(**meta["config"])
-        except (KeyError, TypeError) as err:
+        except (KeyError, TypeError, ValueError) as err:
             raise CheckpointError(f"{folder / CONFIG_FILE}: malformed controller config ({err})") from err
+        if architecture != config.architecture:
+            raise CheckpointError(f"{folder / CONFIG_FILE}: architecture {architecture!r} with hidden="
+                                  f"{config.hidden} (expected {config.architecture!r})")  # fmt: skip
         tensors = load_tensors(folder / WEIGHTS_FILE)
-        expected = {"weight": (config.action_out, config.obs_dim)} | (
-            {"bias": (config.action_out,)} if config.bias else {}
-        )
+        expected = config.param_shapes()
         found = {k: tuple(v.shape) for k, v in tensors.items()}
         if found != expected:
             raise CheckpointError(f"{folder / WEIGHTS_FILE}: tensors {found} do not match the config {expected}")
-        parts = [tensors["weight"].reshape(-1)] + ([tensors["bias"]] if config.bias else [])
-        controller = cls(config, torch.cat(parts).to(torch.float32).numpy())
+        controller = cls(config, torch.cat([tensors[k].reshape(-1) for k in expected]).to(torch.float32).numpy())
         if env is not None:
             config.check_env(env, f"controller {folder}")
         return controller

@@ -27,7 +27,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from dreamgym.controller import LinearController
+from dreamgym.controller import Controller
 from dreamgym.devices import resolve_device
 from dreamgym.envs.dream import DreamEnv
 from dreamgym.envs.latent import LatentObservation
@@ -143,7 +143,7 @@ class PlaySession:
     Args:
         env: a dreamgym dream or latent env with ``render_mode="rgb_array"`` (or any env, without overlay numbers).
         keymap: held directions -> action, or None when the game has no keyboard mapping (controller only).
-        controller: anything with ``act(obs) -> action`` (e.g. ``dreamgym.controller.LinearController``), or None.
+        controller: anything with ``act(obs) -> action`` (e.g. ``dreamgym.controller.Controller``), or None.
         seed: seed of the first episode (later episodes continue the env's random stream).
         temperature_step: how much one ] or [ changes tau.
 
@@ -397,9 +397,9 @@ def make_play_env(env_id: str, model: WorldModel, obs_mode: str = "zh", temperat
     return gym.make(env_id, **kwargs)
 
 
-def load_controller(folder: str | os.PathLike, env: gym.Env | None = None) -> LinearController:
-    """A saved :class:`dreamgym.controller.LinearController` (checked against ``env`` when given)."""
-    return LinearController.load(folder, env)
+def load_controller(folder: str | os.PathLike, env: gym.Env | None = None) -> Controller:
+    """A saved :class:`dreamgym.controller.Controller` (checked against ``env`` when given)."""
+    return Controller.load(folder, env)
 
 
 # --- command line ---------------------------------------------------------------------------------

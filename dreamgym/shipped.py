@@ -19,7 +19,7 @@ from pathlib import Path
 
 import gymnasium as gym
 
-from dreamgym.controller import LinearController
+from dreamgym.controller import Controller
 from dreamgym.data import atomic_write
 from dreamgym.world_model import PRETRAINED_DIR
 
@@ -97,6 +97,6 @@ def shipped_controller_dir(game: str, name: str | None = None) -> Path:
 
 
 def shipped_controller(game: str, name: str | None = None,
-                       env: gym.Env | gym.vector.VectorEnv | None = None) -> LinearController:  # fmt: skip
+                       env: gym.Env | gym.vector.VectorEnv | None = None) -> Controller:  # fmt: skip
     """Loads a shipped controller (checked against ``env``'s spaces when given)."""
-    return LinearController.load(shipped_controller_dir(game, name), env)
+    return Controller.load(shipped_controller_dir(game, name), env)

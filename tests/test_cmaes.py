@@ -25,7 +25,7 @@ from agents.evaluate import EvalArgs, evaluate
 from agents.rollout import Scores, VectorEvaluator, make_vector_env, rollout_population
 from agents.runlog import COLUMNS, read_csv
 from agents.workers import PoolEvaluator, RayEvaluator
-from dreamgym.controller import ControllerConfig, LinearController
+from dreamgym.controller import ControllerConfig, Controller
 from dreamgym.envs import DreamVectorEnv
 
 CARTPOLE_KW = {"max_episode_steps": 100}
@@ -211,9 +211,15 @@ def test_cmaes_trains_in_a_tiny_dream(tiny_bundle: Callable[..., Path], tmp_path
     out = train(args)
     assert len(read_csv(out / "fitness.csv")) == 4
     env = gym.make(DREAM_ID, world_model=bundle)
-    controller = LinearController.load(out / "mean", env)
+    controller = Controller.load(out / "mean", env)
     assert controller.config.n_params == 8 + 16 and not controller.config.bias  # [z, h], no bias (paper)
     assert env.action_space.contains(controller.act(env.reset(seed=0)[0]))
+    # --hidden: the ES searches a controller with a hidden layer; an --init of another width is refused
+    hidden = train(dataclasses.replace(args, hidden=3, generations=1, out=str(tmp_path / "hidden")))
+    mlp = Controller.load(hidden / "mean", env)
+    assert (mlp.config.hidden, mlp.config.n_params) == (3, (8 + 16) * 3 + 3 * 1)
+    with pytest.raises(ValueError, match="hidden: 3 \\(controller\\) vs 0"):
+        train(dataclasses.replace(args, init=str(hidden / "mean"), out=str(tmp_path / "misfit")))
 
 
 def test_weight_decay_penalises_large_weights() -> None:
@@ -306,7 +312,7 @@ def test_kill_and_resume_equals_uninterrupted_run(tmp_path: Path, monkeypatch: p
         np.testing.assert_array_equal(comparable(read_csv(run / "fitness.csv")), comparable(reference))
         for which in ("best", "mean"):
             np.testing.assert_array_equal(
-                LinearController.load(run / which).params, LinearController.load(whole / which).params
+                Controller.load(run / which).params, Controller.load(whole / which).params
             )
     assert len(reference) == 4 and (whole / "fitness.png").stat().st_size > 0
     assert any((whole / "tb").glob("events.out.tfevents.*"))
@@ -394,7 +400,7 @@ def test_scripts_train_then_evaluate_with_gif(tmp_path: Path, run_module: Callab
 
 def test_evaluate_writes_per_episode_report(tmp_path: Path) -> None:
     config = cartpole_config()
-    LinearController(config, random_population(config, 1)[0]).save(tmp_path / "c")
+    Controller(config, random_population(config, 1)[0]).save(tmp_path / "c")
     args = EvalArgs(
         env="CartPole-v1",
         env_kwargs=json.dumps(CARTPOLE_KW),

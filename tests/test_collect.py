@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 import training.collect as collect_module
-from dreamgym.controller import ControllerConfig, LinearController
+from dreamgym.controller import ControllerConfig, Controller
 from dreamgym.data import episode_path, list_episodes, load_episode
 from dreamgym.envs.latent import make_latent_env
 from dreamgym.games import CARRACING, FRAME_SHAPE, MissingGameError, get_game, road_mask
@@ -237,7 +237,7 @@ def test_controller_collection_plays_the_perturbed_controller_through_the_world_
     env = make_latent_env("takecover", bundle, obs_mode="zch", max_episode_steps=40)
     config = ControllerConfig.for_env(env, "dreamgym/TakeCoverLatent-v0")
     params = np.random.default_rng(0).normal(0, 1.0, config.n_params).astype(np.float32)
-    LinearController(config, params).save(tmp_path / "c")
+    Controller(config, params).save(tmp_path / "c")
     args = CollectArgs(game="takecover", episodes=3, workers=2, out=str(tmp_path / "eps"), max_steps=40,
                        controller=str(tmp_path / "c"), world_model=str(bundle), obs_mode="zch")  # fmt: skip
     collect(args)
@@ -252,7 +252,7 @@ def test_controller_collection_plays_the_perturbed_controller_through_the_world_
     played = play_episode(spec, player, 7, exact)
     player.close()
     obs, _ = env.reset(seed=7)
-    controller = LinearController(config, params)
+    controller = Controller(config, params)
     for action in played.actions:
         assert action == controller.act(obs)
         obs, *_ = env.step(action)
@@ -329,7 +329,7 @@ def test_carracing_expert_drives_the_track_and_labels_what_it_would_do(tmp_path:
 
     latent = make_latent_env("carracing", tiny_bundle("carracing"), obs_mode="zh", max_episode_steps=20)
     config = ControllerConfig.for_env(latent, "dreamgym/CarRacingLatent-v0")
-    controller = LinearController(config, np.zeros(config.n_params, np.float32))
+    controller = Controller(config, np.zeros(config.n_params, np.float32))
     through_m = play_episode(CARRACING, latent, 0, lambda rng: controller.act, expert_labels=True)
     assert through_m.expert_actions.shape == through_m.actions.shape == (20, 3)
     assert not np.allclose(through_m.actions, through_m.expert_actions)

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from dreamgym.checkpoint import CheckpointError
-from dreamgym.controller import ControllerConfig, LinearController, population_outputs
+from dreamgym.controller import ControllerConfig, Controller, population_outputs
 from dreamgym.games import get_game
 
 
@@ -36,12 +36,12 @@ def test_paper_parameter_counts() -> None:
     assert ControllerConfig.for_env(game_env("takecover", 1088), bias=True).n_params == 1089
 
 
-def controller_emitting(config: ControllerConfig, outputs: np.ndarray) -> LinearController:
+def controller_emitting(config: ControllerConfig, outputs: np.ndarray) -> Controller:
     """A controller whose tanh outputs on the observation e_0 = (1, 0, ..., 0) equal ``outputs`` (A,)."""
     weight = np.zeros((config.action_out, config.obs_dim), np.float32)
     weight[:, 0] = np.arctanh(outputs)
     bias = np.zeros(config.action_out, np.float32) if config.bias else np.zeros(0, np.float32)
-    return LinearController(config, np.concatenate([weight.ravel(), bias]))
+    return Controller(config, np.concatenate([weight.ravel(), bias]))
 
 
 def e0(dim: int) -> np.ndarray:
@@ -88,7 +88,7 @@ def test_unsupported_spaces_fail_clearly() -> None:
         ControllerConfig.for_env(SpacesEnv(4, gym.spaces.MultiBinary(3)))
     config = ControllerConfig.for_env(SpacesEnv(4, gym.spaces.Discrete(2)))
     with pytest.raises(ValueError, match="needs 10 parameters"):
-        LinearController(config, np.zeros(9))
+        Controller(config, np.zeros(9))
 
 
 def test_population_outputs_match_each_candidate() -> None:
@@ -99,7 +99,7 @@ def test_population_outputs_match_each_candidate() -> None:
     obs = rng.normal(size=(4, 3, 5)).astype(np.float32)
     out = population_outputs(config, torch.from_numpy(params), torch.from_numpy(obs)).numpy()
     for p in range(4):
-        c = LinearController(config, params[p])
+        c = Controller(config, params[p])
         np.testing.assert_allclose(out[p], np.tanh(obs[p] @ c.weight.T + c.bias), rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="expected params"):
         population_outputs(config, torch.from_numpy(params), torch.from_numpy(obs[:3]))
@@ -108,31 +108,66 @@ def test_population_outputs_match_each_candidate() -> None:
 def test_save_load_round_trip_and_mismatched_env(tmp_path: Path) -> None:
     env = game_env("takecover", 16)
     config = ControllerConfig.for_env(env, "dreamgym/TakeCoverDream-v0")
-    controller = LinearController(config, np.random.default_rng(1).normal(size=config.n_params))
+    controller = Controller(config, np.random.default_rng(1).normal(size=config.n_params))
     controller.save(tmp_path / "c", {"generation": 7})
     meta = json.loads((tmp_path / "c" / "controller.json").read_text())
     assert meta["config"]["env_id"] == "dreamgym/TakeCoverDream-v0" and meta["provenance"] == {"generation": 7}
     assert meta["config"]["action_space"] == {"type": "Discrete", "n": 3, "start": 0} and "torch" in meta["versions"]
 
-    loaded = LinearController.load(tmp_path / "c", env)  # a real-game env with the same spaces also fits
+    loaded = Controller.load(tmp_path / "c", env)  # a real-game env with the same spaces also fits
     np.testing.assert_array_equal(loaded.params, controller.params)
     obs = np.random.default_rng(2).normal(size=16).astype(np.float32)
     assert loaded.act(obs) == controller.act(obs)
 
     with pytest.raises(ValueError, match="observations of size 24, the controller .* expects 16"):
-        LinearController.load(tmp_path / "c", game_env("takecover", 24))
+        Controller.load(tmp_path / "c", game_env("takecover", 24))
     with pytest.raises(ValueError, match="game 'carracing'"):
-        LinearController.load(tmp_path / "c", game_env("carracing", 16))
+        Controller.load(tmp_path / "c", game_env("carracing", 16))
     with pytest.raises(ValueError, match="action space"):
-        LinearController.load(tmp_path / "c", SpacesEnv(16, gym.spaces.Discrete(2), "takecover"))
+        Controller.load(tmp_path / "c", SpacesEnv(16, gym.spaces.Discrete(2), "takecover"))
 
 
 def test_corrupt_or_foreign_files_fail_clearly(tmp_path: Path) -> None:
     config = ControllerConfig.for_env(game_env("carracing", 4))
-    LinearController(config).save(tmp_path / "c")
+    Controller(config).save(tmp_path / "c")
     (tmp_path / "c" / "controller.safetensors").write_bytes(b"not a safetensors file")
     with pytest.raises(CheckpointError, match="corrupt"):
-        LinearController.load(tmp_path / "c")
+        Controller.load(tmp_path / "c")
     (tmp_path / "c" / "controller.json").write_text(json.dumps({"architecture": "something else"}))
     with pytest.raises(CheckpointError, match="architecture"):
-        LinearController.load(tmp_path / "c")
+        Controller.load(tmp_path / "c")
+
+
+def test_hidden_layer_outputs_counts_and_round_trip(tmp_path: Path) -> None:
+    """hidden=H: tanh(W tanh(W_h obs + b_h) + b) per candidate, (D + 1) H + (H + 1) A parameters, own tag on disk."""
+    env = game_env("carracing", 5)
+    config = ControllerConfig.for_env(env, hidden=4)
+    assert config.n_params == (5 + 1) * 4 + (4 + 1) * 3
+    rng = np.random.default_rng(0)
+    params = rng.normal(size=(2, config.n_params)).astype(np.float32)
+    obs = rng.normal(size=(2, 3, 5)).astype(np.float32)
+    out = population_outputs(config, torch.from_numpy(params), torch.from_numpy(obs)).numpy()
+    for p in range(2):
+        t = Controller(config, params[p]).tensors()
+        hidden = np.tanh(obs[p] @ t["hidden.weight"].T + t["hidden.bias"])
+        np.testing.assert_allclose(out[p], np.tanh(hidden @ t["weight"].T + t["bias"]), rtol=1e-5, atol=1e-6)
+
+    controller = Controller(config, params[0])
+    controller.save(tmp_path / "mlp")
+    meta = json.loads((tmp_path / "mlp" / "controller.json").read_text())
+    assert meta["architecture"] == "dreamgym.MLPController/v1" and meta["config"]["hidden"] == 4
+    loaded = Controller.load(tmp_path / "mlp", env)
+    np.testing.assert_array_equal(loaded.params, controller.params)
+    np.testing.assert_allclose(loaded.act(obs[0, 0]), controller.act(obs[0, 0]))
+
+    Controller(ControllerConfig.for_env(env)).save(tmp_path / "linear")  # what versions without hidden read
+    meta = json.loads((tmp_path / "linear" / "controller.json").read_text())
+    assert meta["architecture"] == "dreamgym.LinearController/v1" and "hidden" not in meta["config"]
+
+    meta = json.loads((tmp_path / "mlp" / "controller.json").read_text())
+    meta["architecture"] = "dreamgym.LinearController/v1"  # a tag that contradicts the config
+    (tmp_path / "mlp" / "controller.json").write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match="hidden=4"):
+        Controller.load(tmp_path / "mlp")
+    with pytest.raises(ValueError, match="hidden must be >= 0"):
+        ControllerConfig.for_env(env, hidden=-1)

@@ -11,7 +11,7 @@ import pytest
 
 from agents.dagger import DaggerArgs, DaggerRun, main, share_of
 from dreamgym.checkpoint import load_json
-from dreamgym.controller import LinearController
+from dreamgym.controller import Controller
 from dreamgym.data import list_episodes, load_arrays, load_episode
 
 
@@ -34,7 +34,7 @@ def test_rounds_play_label_refit_and_resume(tiny_bundle: Callable[..., Path], tm
     assert 0 < by_expert.mean() < 1  # round 1: the clone and the expert share the steps
     assert all("expert_actions" in load_arrays(p, ("mu",), optional=("expert_actions",))
                for p in list_episodes(out / "latents"))  # fmt: skip
-    first, second = (LinearController.load(out / f"round_0{k}") for k in (0, 1))
+    first, second = (Controller.load(out / f"round_0{k}") for k in (0, 1))
     assert not np.allclose(first.params, second.params)  # refit on the demos and the labelled rollouts
     for r in state["rounds"]:
         report = load_json(out / f"round_0{r['round']}" / "evaluation_selection.json")
@@ -42,8 +42,8 @@ def test_rounds_play_label_refit_and_resume(tiny_bundle: Callable[..., Path], tm
         assert all(n <= 40 for n in report["lengths"])
     best = state["rounds"][state["best"]]
     assert best["eval_mean"] == max(r["eval_mean"] for r in state["rounds"])
-    np.testing.assert_array_equal(LinearController.load(out / "best").params,
-                                  LinearController.load(out / f"round_0{best['round']}").params)  # fmt: skip
+    np.testing.assert_array_equal(Controller.load(out / "best").params,
+                                  Controller.load(out / f"round_0{best['round']}").params)  # fmt: skip
     assert (out / "dagger.png").stat().st_size > 0 and any((out / "tb").iterdir())
 
     stamp = (out / "round_01" / "controller.safetensors").stat().st_mtime_ns

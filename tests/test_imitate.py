@@ -14,7 +14,7 @@ import torch
 import dreamgym  # noqa: F401  (registers the ids)
 from agents.backends import EnvArgs, probe_config
 from agents.imitate import ImitateArgs, gains_reward_within, imitate, main
-from dreamgym.controller import ControllerConfig, LinearController
+from dreamgym.controller import ControllerConfig, Controller
 from dreamgym.data import episode_path, save_arrays
 from dreamgym.envs.dream import latent_observation
 from dreamgym.envs.registration import dream_id
@@ -22,7 +22,7 @@ from dreamgym.games import get_game
 from dreamgym.world_model import WorldModel
 
 
-def teacher_episodes(bundle: Path, out: Path, teacher: LinearController, count: int, steps: int,
+def teacher_episodes(bundle: Path, out: Path, teacher: Controller, count: int, steps: int,
                      labels_only: bool = False) -> list[float]:  # fmt: skip
     """Latent files of ``count`` episodes where ``teacher`` acts on [z, h] exactly as in the latent env; with
     ``labels_only`` random actions are played (and drive M) and the teacher's are recorded as expert labels."""
@@ -50,12 +50,12 @@ def teacher_episodes(bundle: Path, out: Path, teacher: LinearController, count: 
     return returns
 
 
-def linear_teacher(config: ControllerConfig) -> tuple[LinearController, np.ndarray]:
+def linear_teacher(config: ControllerConfig) -> tuple[Controller, np.ndarray]:
     """A teacher whose steer and gas are linear in [z, h] and which never brakes; and its weights."""
     rng = np.random.default_rng(1)
     weight = rng.normal(0.0, 0.3, size=(3, config.obs_dim)).astype(np.float32)
     weight[2] = 0.0
-    return LinearController(config, np.concatenate([weight.ravel(), [0.1, -0.2, -3.0]]).astype(np.float32)), weight
+    return Controller(config, np.concatenate([weight.ravel(), [0.1, -0.2, -3.0]]).astype(np.float32)), weight
 
 
 def test_imitation_recovers_a_linear_teacher(tiny_bundle: Callable[..., Path], tmp_path: Path) -> None:
@@ -75,7 +75,7 @@ def test_imitation_recovers_a_linear_teacher(tiny_bundle: Callable[..., Path], t
     assert summary["rmse_output0"] < 5e-3 and summary["rmse_output1"] < 5e-3
     env = gym.make(dream_id("carracing"), world_model=str(bundle))
     try:
-        loaded = LinearController.load(args.out, env)
+        loaded = Controller.load(args.out, env)
         obs, _ = env.reset(seed=3)
         for _ in range(20):
             action = loaded.act(obs)
@@ -97,7 +97,7 @@ def test_expert_targets_fit_the_labels_in_the_states_another_policy_visited(
     config = probe_config(EnvArgs(env=dream_id("carracing"), world_model=str(bundle), obs_mode="zh"))
     teacher, weight = linear_teacher(config)
     teacher_episodes(bundle, latents, teacher, count=3, steps=120, labels_only=True)
-    teacher_episodes(bundle, tmp_path / "unlabelled", LinearController(config), count=1, steps=5)
+    teacher_episodes(bundle, tmp_path / "unlabelled", Controller(config), count=1, steps=5)
     (tmp_path / "unlabelled" / "episode_000000.npz").rename(latents / "episode_000009.npz")
     args = ImitateArgs(world_model=str(bundle), latents=str(latents), out=str(tmp_path / "bc"), targets="expert",
                        ridge=1e-6, clip=0.999)  # fmt: skip
@@ -123,7 +123,7 @@ def test_gains_reward_within_looks_ahead_over_the_window() -> None:
 def test_imitation_names_what_is_missing(tiny_bundle: Callable[..., Path], tmp_path: Path) -> None:
     bundle, latents = tiny_bundle("carracing"), tmp_path / "latents"
     config = probe_config(EnvArgs(env=dream_id("carracing"), world_model=str(bundle)))
-    teacher_episodes(bundle, latents, LinearController(config), count=2, steps=5)
+    teacher_episodes(bundle, latents, Controller(config), count=2, steps=5)
     args = ImitateArgs(world_model=str(bundle), latents=str(latents), out=str(tmp_path / "bc"), min_return=100.0)
     with pytest.raises(ValueError, match=r"no episode .* returns >= 100.0 \(best: 5.0\)"):
         imitate(args)
@@ -142,10 +142,10 @@ def test_command_line_fits_and_reports(tiny_bundle: Callable[..., Path], tmp_pat
                                        capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
     bundle, latents = tiny_bundle("carracing"), tmp_path / "latents"
     config = probe_config(EnvArgs(env=dream_id("carracing"), world_model=str(bundle)))
-    teacher_episodes(bundle, latents, LinearController(config), count=3, steps=6)
+    teacher_episodes(bundle, latents, Controller(config), count=3, steps=6)
     main(["--world-model", str(bundle), "--latents", str(latents), "--out", str(tmp_path / "bc"), "--min-return", "6"])
     assert "imitated 2 episodes (12 steps, mean return 9.0)" in capsys.readouterr().out
-    assert LinearController.load(tmp_path / "bc").config == config
+    assert Controller.load(tmp_path / "bc").config == config
 
 
 @pytest.mark.parametrize("game", ["takecover", "carracing"])
@@ -156,3 +156,30 @@ def test_unsquash_is_a_right_inverse_of_squash(game: str) -> None:
         actions[::2, 2] = 0.0  # most recorded actions do not brake
     np.testing.assert_allclose(spec.squash_action(spec.unsquash_action(actions)).reshape(actions.shape), actions,
                                atol=1e-6)  # fmt: skip
+
+
+def test_hidden_layer_copies_a_teacher_no_linear_map_can(tiny_bundle: Callable[..., Path], tmp_path: Path) -> None:
+    """--hidden: a teacher with a saturating hidden layer is fit far better than by the ridge regression, on
+    held-out episodes too (--holdout reports them), and the saved controller reads raw observations."""
+    bundle, latents = tiny_bundle("carracing"), tmp_path / "latents"
+    config = probe_config(EnvArgs(env=dream_id("carracing"), world_model=str(bundle), obs_mode="zh"), hidden=8)
+    teacher = Controller(config)
+    rng = np.random.default_rng(3)
+    for name, tensor in teacher.tensors().items():  # views: this sets the teacher's parameters
+        tensor[:] = rng.normal(0.0, 0.4 if name.startswith("hidden") else 2.0, tensor.shape)
+    teacher.tensors()["bias"][2] = -5.0  # never brakes
+    teacher_episodes(bundle, latents, teacher, count=8, steps=200)
+    args = ImitateArgs(world_model=str(bundle), latents=str(latents), out=str(tmp_path / "linear"), ridge=1e-3,
+                       holdout=0.25)  # fmt: skip
+    _, linear = imitate(args)
+    student, mlp = imitate(dataclasses.replace(args, out=str(tmp_path / "mlp"), hidden=32, epochs=300, lr=1e-2))
+    assert (mlp["episodes"], mlp["heldout_episodes"], mlp["steps"]) == (6, 2, 1200)
+    assert student.config.hidden == 32
+    for key in ("rmse_output0", "heldout_rmse_output0", "rmse_output1", "heldout_rmse_output1"):
+        assert mlp[key] < 0.5 * linear[key], key
+    obs = np.random.default_rng(4).normal(size=(5, config.obs_dim)).astype(np.float32)
+    obs[:, -16:] = np.tanh(obs[:, -16:])  # h is in (-1, 1)
+    loaded = Controller.load(tmp_path / "mlp")
+    np.testing.assert_allclose(loaded.act(obs[0]), student.act(obs[0]))
+    with pytest.raises(ValueError, match="--holdout in"):
+        imitate(dataclasses.replace(args, holdout=1.0))

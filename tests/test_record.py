@@ -13,7 +13,7 @@ import pytest
 import torch
 from conftest import TINY_Z, make_tiny_world_model
 
-from dreamgym.controller import ControllerConfig, LinearController
+from dreamgym.controller import ControllerConfig, Controller
 from dreamgym.envs import DreamEnv
 from dreamgym.record import (
     HEADER,
@@ -125,7 +125,7 @@ def test_record_script_with_a_controller(run_module: Callable[..., Any], tmp_pat
                                          tiny_bundle: Callable[..., Path]) -> None:  # fmt: skip
     bundle = tiny_bundle()
     env = gym.make("dreamgym/TakeCoverDream-v0", world_model=str(bundle), obs_mode="zch")
-    LinearController(ControllerConfig.for_env(env)).save(tmp_path / "controller")
+    Controller(ControllerConfig.for_env(env)).save(tmp_path / "controller")
     proc = run_module("dreamgym.record", "--world-model", str(bundle), "--controller", str(tmp_path / "controller"),
                       "--out", str(tmp_path / "out.gif"), "--steps", "3", "--scale", "1")  # fmt: skip
     assert "4 frames" in proc.stdout

@@ -12,7 +12,7 @@ import torch
 
 import dreamgym  # noqa: F401  (registers the ids)
 from dreamgym import shipped
-from dreamgym.controller import ControllerConfig, LinearController
+from dreamgym.controller import ControllerConfig, Controller
 from dreamgym.world_model import WorldModel
 from training.ship import ShipArgs, parse_controllers, rounding_error, ship
 
@@ -22,7 +22,7 @@ def tiny_controller(bundle: Path, folder: Path, seed: int) -> Path:
     config = ControllerConfig.for_env(env.unwrapped)
     env.close()
     params = torch.randn(config.n_params, generator=torch.Generator().manual_seed(seed))
-    return LinearController(config, params.numpy()).save(folder)
+    return Controller(config, params.numpy()).save(folder)
 
 
 @pytest.fixture
@@ -61,7 +61,7 @@ def test_shipped_controllers_by_name(shipped_folder: Path, monkeypatch: pytest.M
     assert shipped.shipped_controller_names("takecover") == ["alpha", "beta"]
     env = gym.make("dreamgym/TakeCoverDream-v0", world_model=str(shipped_folder))
     default = shipped.shipped_controller("takecover", env=env)
-    beta = LinearController.load(shipped_folder / "controllers" / "beta")
+    beta = Controller.load(shipped_folder / "controllers" / "beta")
     assert (default.params == beta.params).all()
     with pytest.raises(FileNotFoundError, match="ships no controller 'gamma'.*alpha"):
         shipped.shipped_controller("takecover", "gamma")

@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from dreamgym.controller import LinearController
+from dreamgym.controller import Controller
 from dreamgym.data import Episode, episode_path, list_episodes, save_episode
 from dreamgym.envs.latent import LatentObservation, make_latent_env
 from dreamgym.games import GameSpec, get_game
@@ -94,12 +94,12 @@ def exploration_policy(spec: GameSpec) -> Callable[[np.random.Generator], Policy
     return make
 
 
-def perturbed_controller(controller: LinearController, noise: float) -> Callable[[np.random.Generator], Policy]:
+def perturbed_controller(controller: Controller, noise: float) -> Callable[[np.random.Generator], Policy]:
     """``controller`` with N(0, noise^2) added to its parameters, drawn per episode; reads latent observations."""
 
     def make(rng: np.random.Generator) -> Policy:
         params = controller.params + rng.normal(0.0, noise, controller.params.shape).astype(np.float32)
-        return LinearController(controller.config, params).act
+        return Controller(controller.config, params).act
 
     return make
 
@@ -220,7 +220,7 @@ def make_player(args: CollectArgs) -> tuple[GameSpec, gym.Env, Callable[[np.rand
         raise ValueError(f"--param-noise must be a finite std >= 0, got {args.param_noise}")
     env = make_latent_env(spec.name, args.world_model, obs_mode=args.obs_mode, max_episode_steps=args.max_steps)
     try:
-        controller = LinearController.load(args.controller, env)
+        controller = Controller.load(args.controller, env)
     except BaseException:
         env.close()
         raise

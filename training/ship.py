@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from dreamgym.controller import LinearController
+from dreamgym.controller import Controller
 from dreamgym.model_card import CARD_FILE, RECONSTRUCTIONS_FILE, TRAVERSAL_FILE, write_model_card
 from dreamgym.shipped import CONTROLLERS_DIR, DEFAULT_FILE, write_checksums
 from dreamgym.world_model import CONFIG_FILE, PRETRAINED_DIR, WEIGHTS_FILE, WorldModel, resolve_bundle
@@ -164,7 +164,7 @@ def ship(args: ShipArgs) -> Path:
         raise ValueError(f"--default {default!r} is not among --controllers {sorted(controllers)}")
     model = WorldModel.load(args.world_model)
     dest = Path(args.dest) if args.dest else PRETRAINED_DIR / model.config.game
-    loaded = {name: LinearController.load(folder) for name, folder in controllers.items()}
+    loaded = {name: Controller.load(folder) for name, folder in controllers.items()}
     extras = [Path(p.strip()) for p in args.extras.split(",") if p.strip()]
     missing = [str(p) for p in extras if not p.is_file()]
     if missing:
