@@ -30,7 +30,7 @@ from agents.backends import EnvArgs, make_evaluator, probe_config
 from agents.rollout import Evaluator, derive_seed
 from agents.runlog import COLUMNS, log_row, plot_fitness, write_csv
 from dreamgym.checkpoint import CheckpointError, load_json, save_json
-from dreamgym.controller import ControllerConfig, Controller
+from dreamgym.controller import Controller, ControllerConfig
 from dreamgym.data import ShardError, load_arrays, save_arrays
 from training.cli import parse_args
 

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from dreamgym.controller import ControllerConfig, Controller, population_outputs
+from dreamgym.controller import Controller, ControllerConfig, population_outputs
 from dreamgym.data import list_episodes, load_arrays
 from dreamgym.envs.dream import DreamEnv, latent_observation, load_world_model
 from dreamgym.envs.registration import dream_id
@@ -227,9 +227,9 @@ def imitate(args: ImitateArgs) -> tuple[Controller, dict[str, float]]:
         **{f"rmse_output{i}": float(v) for i, v in enumerate(rmse(config, params, x, y))},
     }
     if fitted_episodes < len(paths):
-        held_x, held_y = np.concatenate(xs[fitted_episodes:]), np.concatenate(ys[fitted_episodes:])
+        held = rmse(config, params, np.concatenate(xs[fitted_episodes:]), np.concatenate(ys[fitted_episodes:]))
         summary |= {"heldout_episodes": len(paths) - fitted_episodes,
-                    **{f"heldout_rmse_output{i}": float(v) for i, v in enumerate(rmse(config, params, held_x, held_y))}}  # fmt: skip
+                    **{f"heldout_rmse_output{i}": float(v) for i, v in enumerate(held)}}  # fmt: skip
     controller.save(args.out, {"imitate": dataclasses.asdict(args) | {"obs_mode": obs_mode}, "fit": summary})
     return controller, summary
 

@@ -97,9 +97,11 @@ class ControllerConfig:
 
     def param_shapes(self) -> dict[str, tuple[int, ...]]:
         """Name -> shape of each tensor, in the order of the flat parameter vector."""
-        layers = [("hidden.", self.hidden, self.obs_dim), ("", self.action_out, self.hidden)] if self.hidden else [
-            ("", self.action_out, self.obs_dim)
-        ]
+        layers = (
+            [("hidden.", self.hidden, self.obs_dim), ("", self.action_out, self.hidden)]
+            if self.hidden
+            else [("", self.action_out, self.obs_dim)]
+        )
         shapes: dict[str, tuple[int, ...]] = {}
         for prefix, out, inp in layers:
             shapes[f"{prefix}weight"] = (out, inp)
@@ -256,8 +258,8 @@ class Controller:
         meta = load_json(folder / CONFIG_FILE)
         architecture = meta.get("architecture")
         if architecture not in (LINEAR_ARCHITECTURE, MLP_ARCHITECTURE):
-            raise CheckpointError(f"{folder / CONFIG_FILE}: checkpoint is for architecture {architecture!r}, "
-                                  f"expected a controller ({LINEAR_ARCHITECTURE!r} or {MLP_ARCHITECTURE!r})")  # fmt: skip
+            raise CheckpointError(f"{folder / CONFIG_FILE}: checkpoint is for architecture {architecture!r}, expected "
+                                  f"a controller ({LINEAR_ARCHITECTURE!r} or {MLP_ARCHITECTURE!r})")  # fmt: skip
         try:
             config = ControllerConfig(**meta["config"])
         except (KeyError, TypeError, ValueError) as err:

@@ -25,7 +25,7 @@ from agents.evaluate import EvalArgs, evaluate
 from agents.rollout import Scores, VectorEvaluator, make_vector_env, rollout_population
 from agents.runlog import COLUMNS, read_csv
 from agents.workers import PoolEvaluator, RayEvaluator
-from dreamgym.controller import ControllerConfig, Controller
+from dreamgym.controller import Controller, ControllerConfig
 from dreamgym.envs import DreamVectorEnv
 
 CARTPOLE_KW = {"max_episode_steps": 100}
@@ -311,9 +311,7 @@ def test_kill_and_resume_equals_uninterrupted_run(tmp_path: Path, monkeypatch: p
     for run in (killed, extended):
         np.testing.assert_array_equal(comparable(read_csv(run / "fitness.csv")), comparable(reference))
         for which in ("best", "mean"):
-            np.testing.assert_array_equal(
-                Controller.load(run / which).params, Controller.load(whole / which).params
-            )
+            np.testing.assert_array_equal(Controller.load(run / which).params, Controller.load(whole / which).params)
     assert len(reference) == 4 and (whole / "fitness.png").stat().st_size > 0
     assert any((whole / "tb").glob("events.out.tfevents.*"))
 

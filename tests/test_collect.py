@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 import training.collect as collect_module
-from dreamgym.controller import ControllerConfig, Controller
+from dreamgym.controller import Controller, ControllerConfig
 from dreamgym.data import episode_path, list_episodes, load_episode
 from dreamgym.envs.latent import make_latent_env
 from dreamgym.games import CARRACING, FRAME_SHAPE, MissingGameError, get_game, road_mask

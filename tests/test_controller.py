@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from dreamgym.checkpoint import CheckpointError
-from dreamgym.controller import ControllerConfig, Controller, population_outputs
+from dreamgym.controller import Controller, ControllerConfig, population_outputs
 from dreamgym.games import get_game
 
 

@@ -14,7 +14,7 @@ import torch
 import dreamgym  # noqa: F401  (registers the ids)
 from agents.backends import EnvArgs, probe_config
 from agents.imitate import ImitateArgs, gains_reward_within, imitate, main
-from dreamgym.controller import ControllerConfig, Controller
+from dreamgym.controller import Controller, ControllerConfig
 from dreamgym.data import episode_path, save_arrays
 from dreamgym.envs.dream import latent_observation
 from dreamgym.envs.registration import dream_id

@@ -13,7 +13,7 @@ import pytest
 import torch
 from conftest import TINY_Z, make_tiny_world_model
 
-from dreamgym.controller import ControllerConfig, Controller
+from dreamgym.controller import Controller, ControllerConfig
 from dreamgym.envs import DreamEnv
 from dreamgym.record import (
     HEADER,

@@ -12,7 +12,7 @@ import torch
 
 import dreamgym  # noqa: F401  (registers the ids)
 from dreamgym import shipped
-from dreamgym.controller import ControllerConfig, Controller
+from dreamgym.controller import Controller, ControllerConfig
 from dreamgym.world_model import WorldModel
 from training.ship import ShipArgs, parse_controllers, rounding_error, ship
 
