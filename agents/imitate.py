@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from dreamgym.controller import Controller, ControllerConfig, population_outputs
+from dreamgym.controller import Controller, ControllerConfig, flatten, population_outputs
 from dreamgym.data import list_episodes, load_arrays
 from dreamgym.envs.dream import DreamEnv, latent_observation, load_world_model
 from dreamgym.envs.registration import dream_id
@@ -38,6 +38,8 @@ from training.cli import parse_args
 from training.common import set_threads, torch_generator
 
 _KEYS = ("mu", "logvar", "actions", "rewards")
+_BATCH = 512
+"""steps per Adam step of the hidden-layer fit"""
 
 
 @dataclass(frozen=True)
@@ -150,21 +152,21 @@ def mlp_fit(x: np.ndarray, y: np.ndarray, config: ControllerConfig, args: Imitat
     observations like any other.
     """
     generator = torch.Generator().manual_seed(args.seed)
-    torch.manual_seed(args.seed)
     xt, yt = torch.from_numpy(x).float(), torch.from_numpy(y).float()
     mean = xt.mean(0) if config.bias else torch.zeros(xt.shape[1])
     std = xt.std(0).clamp_min(1e-6)
     xn = (xt - mean) / std
-    first = torch.nn.Linear(config.obs_dim, config.hidden, bias=config.bias)
-    last = torch.nn.Linear(config.hidden, config.action_out, bias=config.bias)
+    with torch.random.fork_rng():  # seeded initial weights without touching the caller's global torch RNG
+        torch.manual_seed(args.seed)
+        first = torch.nn.Linear(config.obs_dim, config.hidden, bias=config.bias)
+        last = torch.nn.Linear(config.hidden, config.action_out, bias=config.bias)
     net = torch.nn.Sequential(first, torch.nn.Tanh(), last, torch.nn.Tanh())
-    batches = math.ceil(len(xn) / 512)
     optimiser = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=args.weight_decay)
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, args.epochs * batches)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, args.epochs * math.ceil(len(xn) / _BATCH))
     progress = tqdm(range(args.epochs), desc="imitate: epochs", unit="epoch")
     for _ in progress:
         total = 0.0
-        for index in torch.randperm(len(xn), generator=generator).split(512):
+        for index in torch.randperm(len(xn), generator=generator).split(_BATCH):
             loss = ((net(xn[index]) - yt[index]) ** 2).mean()
             optimiser.zero_grad()
             loss.backward()
@@ -174,9 +176,10 @@ def mlp_fit(x: np.ndarray, y: np.ndarray, config: ControllerConfig, args: Imitat
         progress.set_postfix(mse=f"{total / len(xn):.4f}")
     with torch.no_grad():
         weight = first.weight / std
-        parts = [weight, -(weight @ mean) + first.bias] if config.bias else [weight]
-        parts += [last.weight, last.bias] if config.bias else [last.weight]
-        return torch.cat([p.reshape(-1) for p in parts]).numpy().astype(np.float32)
+        tensors = {"hidden.weight": weight, "weight": last.weight}
+        if config.bias:
+            tensors |= {"hidden.bias": first.bias - weight @ mean, "bias": last.bias}
+        return flatten(config, tensors)
 
 
 def rmse(config: ControllerConfig, params: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:

@@ -176,6 +176,11 @@ def unflatten(config: ControllerConfig, params: torch.Tensor) -> dict[str, torch
     return tensors
 
 
+def flatten(config: ControllerConfig, tensors: dict[str, torch.Tensor]) -> np.ndarray:
+    """The inverse of :func:`unflatten` for one controller: named tensors -> flat float32 parameters (n,)."""
+    return torch.cat([tensors[name].reshape(-1) for name in config.param_shapes()]).to(torch.float32).numpy()
+
+
 def population_outputs(config: ControllerConfig, params: torch.Tensor, obs: torch.Tensor) -> torch.Tensor:
     """tanh(W_p · obs_pe + b_p): params (P, n), obs (P, E, D) -> outputs (P, E, A).
 
@@ -272,7 +277,7 @@ class Controller:
         found = {k: tuple(v.shape) for k, v in tensors.items()}
         if found != expected:
             raise CheckpointError(f"{folder / WEIGHTS_FILE}: tensors {found} do not match the config {expected}")
-        controller = cls(config, torch.cat([tensors[k].reshape(-1) for k in expected]).to(torch.float32).numpy())
+        controller = cls(config, flatten(config, tensors))
         if env is not None:
             config.check_env(env, f"controller {folder}")
         return controller
