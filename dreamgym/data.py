@@ -106,6 +106,17 @@ def load_arrays(path: str | os.PathLike, keys: Sequence[str], optional: Sequence
         raise ShardError(f"{path}: corrupt or truncated ({type(err).__name__}: {err})") from err
 
 
+def update_arrays(path: str | os.PathLike, arrays: dict[str, np.ndarray]) -> None:
+    """Atomically rewrites the npz at ``path`` with ``arrays`` added or replacing those of the same name."""
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            kept = {k: data[k] for k in data.files if k not in arrays}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as err:
+        raise ShardError(f"{path}: corrupt or truncated ({type(err).__name__}: {err})") from err
+    save_arrays(path, kept | arrays)
+
+
 def save_episode(path: str | os.PathLike, episode: Episode) -> None:
     save_arrays(
         path,

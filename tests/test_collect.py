@@ -308,21 +308,21 @@ def test_carracing_default_exploration_mixes_road_following_and_random_linear_ep
 
 
 def test_carracing_expert_drives_the_track_and_labels_what_it_would_do(tmp_path: Path, tiny_bundle) -> None:
-    """--exploration expert plays the track expert (gas 0.3 or none, no brake), with --action-noise
+    """--exploration expert plays the track expert (gas 0.5 or none, brake 0.5 or none), with --action-noise
     on top of its actions, and --expert-labels records its clean action in every state, whoever plays."""
     args = CollectArgs(game="carracing", episodes=2, workers=2, out=str(tmp_path / "eps"), max_steps=60,
                        exploration="expert", expert_labels=True)  # fmt: skip
     collect(args)
     for episode in (load_episode(p) for p in list_episodes(tmp_path / "eps")):
         assert np.array_equal(episode.actions, episode.expert_actions)
-        assert np.isin(episode.actions[:, 1], np.float32([0, 0.3])).all()
-        assert (episode.actions[:, 2] == 0).all()
+        assert np.isin(episode.actions[:, 1:], np.float32([0, 0.5])).all()
+        assert not (episode.actions[:, 1] * episode.actions[:, 2]).any()  # never gas and brake at once
         assert episode.rewards.sum() > 0  # it reached road tiles
     spec, env, noisy = collect_module.make_player(dataclasses.replace(args, action_noise=0.3))
     played = play_episode(spec, env, 3, noisy, expert_labels=True)
     assert not np.allclose(played.actions, played.expert_actions)
     assert CARRACING.action_space.contains(played.actions[0])
-    assert np.isin(played.expert_actions[:, 1], np.float32([0, 0.3])).all()
+    assert np.isin(played.expert_actions[:, 1:], np.float32([0, 0.5])).all()
     again = play_episode(spec, env, 3, noisy, expert_labels=True)
     assert np.array_equal(again.actions, played.actions) and np.array_equal(again.expert_actions, played.expert_actions)
     env.close()

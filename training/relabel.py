@@ -1,0 +1,110 @@
+"""Relabel recorded episodes with the game's current expert, by replaying them from their seeds.
+
+    python -m training.relabel --game carracing --episodes runs/x/episodes --latents runs/x/latents
+
+A real game is deterministic given an episode's seed and the actions played, so every recorded state can be
+rebuilt and the expert (``GameSpec.expert``) asked again: when the expert improves, the DAgger data already
+collected gets its labels instead of being collected anew. The replay steps the game's physics only
+(``GameSpec.replay_game``: no drawing, no V or M; CarRacing replays ~40x faster than it is collected) and checks
+that every step's reward is the recorded one, so an episode that does not reproduce is an error naming it,
+never silently mislabelled. ``expert_actions`` is rewritten atomically in each episode shard and in the latent
+shard of the same name (``--latents``); rerunning the command relabels again and gives the same files.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+from tqdm import tqdm
+
+from dreamgym.data import ShardError, list_episodes, load_arrays, update_arrays
+from dreamgym.games import GameSpec, get_game
+from training.cli import parse_args
+from training.collect import require_expert
+
+
+@dataclass(frozen=True)
+class RelabelArgs:
+    game: str = "carracing"
+    """game spec name; the game needs a scripted expert (GameSpec.expert)"""
+    episodes: str = "data/carracing"
+    """folder of episode shards (their seeds and actions are replayed; their expert_actions are rewritten)"""
+    latents: str | None = None
+    """folder of the latent shards encoded from them: their expert_actions are rewritten too"""
+    workers: int = 2
+    """processes replaying episodes"""
+
+
+def replay_labels(spec: GameSpec, env: gym.Env, seed: int, actions: np.ndarray, rewards: np.ndarray) -> np.ndarray:
+    """(T, action_dim) the expert's action in each state of the episode played from ``seed`` with ``actions``.
+
+    Raises ValueError if a step's reward differs from ``rewards`` (the episode does not replay).
+    """
+    expert = require_expert(spec)
+    env.reset(seed=seed)
+    labels = []
+    for t, action in enumerate(actions):
+        labels.append(expert(env))
+        _, reward, terminated, truncated, _ = env.step(spec.to_game_action(action))
+        if not np.isclose(reward, rewards[t], atol=1e-4) or ((terminated or truncated) and t < len(actions) - 1):
+            raise ValueError(f"step {t}: the replay got reward {reward:.4f} (episode over: "
+                             f"{terminated or truncated}), the recording {rewards[t]:.4f}")  # fmt: skip
+    return np.asarray(labels, dtype=np.float32)
+
+
+_worker: dict = {}
+
+
+def _init_worker(game: str) -> None:
+    spec = get_game(game)
+    _worker.update(spec=spec, env=(spec.replay_game or spec.make_game)())
+
+
+def _relabel_one(job: tuple[Path, Path | None]) -> int:
+    shard, latent = job
+    arrays = load_arrays(shard, ("seed", "actions", "rewards"))
+    try:
+        labels = replay_labels(_worker["spec"], _worker["env"], int(arrays["seed"]), arrays["actions"],
+                               arrays["rewards"])  # fmt: skip
+    except ValueError as err:
+        raise ShardError(f"{shard}: does not replay from its seed ({err})") from err
+    update_arrays(shard, {"expert_actions": labels})
+    if latent is not None:
+        update_arrays(latent, {"expert_actions": labels})
+    return len(labels)
+
+
+def relabel(args: RelabelArgs) -> dict[str, float]:
+    """Relabels every episode of ``args.episodes`` (and its latent shard); returns counts and the wall time."""
+    spec = get_game(args.game)
+    require_expert(spec)
+    shards = list_episodes(args.episodes)
+    if not shards:
+        raise FileNotFoundError(f"--episodes {args.episodes!r}: no episode shards there")
+    latents: list[Path | None] = [None] * len(shards)
+    if args.latents is not None:
+        latents = [Path(args.latents) / p.name for p in shards]
+        missing = [str(p) for p in latents if not p.is_file()]  # type: ignore[union-attr]
+        if missing:
+            raise FileNotFoundError(f"--latents {args.latents!r} lacks {len(missing)} of the episodes' latent "
+                                    f"shards (first: {missing[0]}): encode them first")  # fmt: skip
+    start, steps = time.perf_counter(), 0
+    with mp.get_context("spawn").Pool(args.workers, initializer=_init_worker, initargs=(spec.name,)) as pool:
+        jobs = zip(shards, latents, strict=True)
+        for n in tqdm(pool.imap_unordered(_relabel_one, jobs), total=len(shards), desc="relabel"):
+            steps += n
+    return {"episodes": len(shards), "steps": steps, "wall_seconds": time.perf_counter() - start}
+
+
+def main(argv: list[str] | None = None) -> None:
+    print(json.dumps(relabel(parse_args(RelabelArgs, argv, __doc__)), indent=2))
+
+
+if __name__ == "__main__":
+    main()
