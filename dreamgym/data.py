@@ -85,9 +85,11 @@ def save_arrays(path: str | os.PathLike, arrays: dict[str, np.ndarray]) -> None:
     atomic_write(path, write)
 
 
-def load_arrays(path: str | os.PathLike, keys: Sequence[str], optional: Sequence[str] = ()) -> dict[str, np.ndarray]:
-    """Reads the named arrays of an npz (and those of ``optional`` it holds), raising :class:`ShardError`
-    naming the file on any problem."""
+def load_arrays(
+    path: str | os.PathLike, keys: Sequence[str], optional: Sequence[str] | None = ()
+) -> dict[str, np.ndarray]:
+    """Reads the named arrays of an npz (and those of ``optional`` it holds; None: every other array it holds),
+    raising :class:`ShardError` naming the file on any problem."""
     path = Path(path)
     try:
         data = np.load(path, allow_pickle=False)
@@ -97,7 +99,8 @@ def load_arrays(path: str | os.PathLike, keys: Sequence[str], optional: Sequence
             missing = [k for k in keys if k not in data.files]
             if missing:
                 raise ShardError(f"{path}: not a dreamgym file (missing {missing})")
-            return {k: data[k] for k in [*keys, *(k for k in optional if k in data.files)]}
+            extra = [k for k in data.files if k not in keys] if optional is None else optional
+            return {k: data[k] for k in [*keys, *(k for k in extra if k in data.files)]}
     except ShardError:
         raise
     except FileNotFoundError as err:
@@ -108,13 +111,7 @@ def load_arrays(path: str | os.PathLike, keys: Sequence[str], optional: Sequence
 
 def update_arrays(path: str | os.PathLike, arrays: dict[str, np.ndarray]) -> None:
     """Atomically rewrites the npz at ``path`` with ``arrays`` added or replacing those of the same name."""
-    path = Path(path)
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            kept = {k: data[k] for k in data.files if k not in arrays}
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as err:
-        raise ShardError(f"{path}: corrupt or truncated ({type(err).__name__}: {err})") from err
-    save_arrays(path, kept | arrays)
+    save_arrays(path, load_arrays(path, (), optional=None) | arrays)
 
 
 def save_episode(path: str | os.PathLike, episode: Episode) -> None:

@@ -5,10 +5,11 @@
 A real game is deterministic given an episode's seed and the actions played, so every recorded state can be
 rebuilt and the expert (``GameSpec.expert``) asked again: when the expert improves, the DAgger data already
 collected gets its labels instead of being collected anew. The replay steps the game's physics only
-(``GameSpec.replay_game``: no drawing, no V or M; CarRacing replays ~40x faster than it is collected) and checks
-that every step's reward is the recorded one, so an episode that does not reproduce is an error naming it,
-never silently mislabelled. ``expert_actions`` is rewritten atomically in each episode shard and in the latent
-shard of the same name (``--latents``); rerunning the command relabels again and gives the same files.
+(``GameSpec.replay_game``: no drawing, no V or M; CarRacing: 900 episodes in ~3 min on 2 cores, ~20x faster
+than they were collected) and checks that every step's reward is the recorded one, so an episode that does
+not reproduce is an error naming it, never silently mislabelled. ``expert_actions`` is rewritten atomically in
+each episode shard and in the latent shard of the same name (``--latents``); rerunning the command relabels
+again and gives the same files.
 """
 
 from __future__ import annotations
@@ -89,11 +90,12 @@ def relabel(args: RelabelArgs) -> dict[str, float]:
         raise FileNotFoundError(f"--episodes {args.episodes!r}: no episode shards there")
     latents: list[Path | None] = [None] * len(shards)
     if args.latents is not None:
-        latents = [Path(args.latents) / p.name for p in shards]
-        missing = [str(p) for p in latents if not p.is_file()]  # type: ignore[union-attr]
+        paired = [Path(args.latents) / p.name for p in shards]
+        missing = [str(p) for p in paired if not p.is_file()]
         if missing:
             raise FileNotFoundError(f"--latents {args.latents!r} lacks {len(missing)} of the episodes' latent "
                                     f"shards (first: {missing[0]}): encode them first")  # fmt: skip
+        latents = list(paired)
     start, steps = time.perf_counter(), 0
     with mp.get_context("spawn").Pool(args.workers, initializer=_init_worker, initargs=(spec.name,)) as pool:
         jobs = zip(shards, latents, strict=True)
