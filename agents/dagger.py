@@ -39,7 +39,7 @@ from agents.imitate import ImitateArgs, imitate
 from dreamgym.checkpoint import load_json, save_json
 from dreamgym.data import atomic_write, list_episodes, load_arrays
 from dreamgym.envs.registration import latent_id
-from dreamgym.games import get_game
+from dreamgym.games import get_game, with_expert_settings
 from training.cli import parse_args
 from training.collect import CollectArgs, collect, require_expert
 from training.common import VOLATILE_ARGS, check_args
@@ -55,6 +55,8 @@ EVALUATION_FILE = "evaluation_selection.json"
 class DaggerArgs:
     game: str = "carracing"
     """game spec name; the game needs a scripted expert (GameSpec.expert)"""
+    expert: str | None = None
+    """the expert's settings, a JSON object overriding its defaults (training.collect --expert)"""
     out: str = "runs/carracing-dagger"
     """run folder"""
     world_model: str | None = None
@@ -104,7 +106,7 @@ class DaggerArgs:
 
 def validate_args(args: DaggerArgs) -> None:
     """One clear error for settings that cannot work, before any episode is played."""
-    require_expert(get_game(args.game))
+    require_expert(with_expert_settings(get_game(args.game), args.expert))
     if args.demos < 0 or args.rounds < 0 or args.episodes_per_round < 1 or args.eval_episodes < 1:
         raise ValueError("--demos and --rounds must be >= 0, --episodes-per-round and --eval-episodes >= 1")
     if args.init is None and args.demos == 0:
@@ -195,7 +197,7 @@ class DaggerRun:
         a = self.args
         collect(CollectArgs(game=a.game, episodes=total, workers=a.workers, out=str(self.episodes), seed=a.seed,
                             max_steps=a.max_steps, world_model=self.world_model, obs_mode=self.spec.obs_mode,
-                            param_noise=a.param_noise, expert_labels=True, **player))  # fmt: skip
+                            param_noise=a.param_noise, expert_labels=True, expert=a.expert, **player))  # fmt: skip
         encode(EncodeArgs(vae=self.world_model, episodes=str(self.episodes), out=str(self.latents),
                           device=a.device, threads=a.threads))  # fmt: skip
 

@@ -8,6 +8,8 @@ for data collection. Adding a game is one new ``GameSpec`` passed to :func:`regi
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -349,6 +351,35 @@ class TrackExpert:
             bend = float(np.abs(_wrap_angle(headings[ahead] - headings[nearest])).max())
             target, brake = max(50.0, self.top_speed - self.slow_down * bend), 0.0
         return np.array([steer, self.gas * (speed < target), brake], np.float32)
+
+
+def with_expert_settings(spec: GameSpec, settings: str | None) -> GameSpec:
+    """``spec`` with its expert's settings replaced by ``settings``, a JSON object of some of the expert
+    dataclass's fields (CarRacing: ``'{"braking_plan": true, "top_speed": 70}'``); None or ``{}``: ``spec``.
+
+    Command lines pass settings this way so that worker processes, which look games up by name, rebuild
+    the same expert; one clear ValueError names a bad setting.
+    """
+    if not settings:
+        return spec
+    if spec.expert is None or not dataclasses.is_dataclass(spec.expert):
+        raise ValueError(f"game {spec.name!r} has no expert with settings (GameSpec.expert is not a dataclass)")
+    try:
+        values = json.loads(settings)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"expert settings {settings!r} are not JSON: {err}") from None
+    if not isinstance(values, dict):
+        raise ValueError(f"expert settings must be a JSON object of field: value, got {settings!r}")
+    fields = {f.name: getattr(spec.expert, f.name) for f in dataclasses.fields(spec.expert)}
+    for name, value in values.items():
+        if name not in fields:
+            raise ValueError(f"{type(spec.expert).__name__} has no setting {name!r}; it has {sorted(fields)}")
+        default = fields[name]
+        kind = (int, float) if isinstance(default, float) else type(default)
+        if not isinstance(value, kind) or (isinstance(value, bool) and not isinstance(default, bool)):
+            raise ValueError(f"expert setting {name!r} must be a {type(default).__name__}, got {value!r}")
+    expert = dataclasses.replace(spec.expert, **values)  # type: ignore[type-var]
+    return dataclasses.replace(spec, expert=expert)
 
 
 def _wrap_angle(angle: Any) -> Any:

@@ -362,6 +362,13 @@ def test_expert_options_are_checked_before_any_work(tmp_path: Path, monkeypatch)
         (CollectArgs(game="takecover", exploration="expert"), "game 'takecover' has no scripted expert"),
         (CollectArgs(game="carracing", exploration="expert", action_noise=-0.1), "--action-noise must be"),
         (CollectArgs(game="carracing", exploration="expert", expert_share=0.5), "goes with --controller"),
+        (CollectArgs(game="carracing", expert="{}x", expert_labels=True), "are not JSON"),
+        (CollectArgs(game="carracing", expert="[1]", expert_labels=True), "must be a JSON object"),
+        (CollectArgs(game="carracing", expert='{"speed": 1}', expert_labels=True), "has no setting 'speed'"),
+        (CollectArgs(game="carracing", expert='{"gain": "1"}', expert_labels=True), "'gain' must be a float"),
+        (CollectArgs(game="carracing", expert='{"braking_plan": 1}', expert_labels=True), "must be a bool"),
+        (CollectArgs(game="carracing", expert='{"gain": 1}'), "--expert sets the expert's settings"),
+        (CollectArgs(game="takecover", expert='{"gain": 1}', expert_labels=True), "no expert with settings"),
     ):
         with pytest.raises(ValueError, match=message):
             collect(dataclasses.replace(bad, out=str(tmp_path / "bad")))

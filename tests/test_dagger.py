@@ -24,12 +24,14 @@ def tiny_args(bundle: Path, out: Path, **overrides) -> DaggerArgs:
 @pytest.mark.slow
 def test_rounds_play_label_refit_and_resume(tiny_bundle: Callable[..., Path], tmp_path: Path) -> None:
     bundle, out = tiny_bundle("carracing"), tmp_path / "run"
-    state = DaggerRun(tiny_args(bundle, out)).run()
+    state = DaggerRun(tiny_args(bundle, out, expert='{"gas": 0.2}')).run()
     assert [r["round"] for r in state["rounds"]] == [0, 1]
     assert [r["episodes_total"] for r in state["rounds"]] == [2, 4]
     episodes = [load_episode(p) for p in list_episodes(out / "episodes")]
     assert len(episodes) == 4 and all(e.expert_actions is not None for e in episodes)
     assert all(np.array_equal(e.actions.shape, e.expert_actions.shape) for e in episodes)
+    gas = np.concatenate([e.expert_actions[:, 1] for e in episodes])
+    assert np.float32(0.2) in gas and set(np.unique(gas)) <= {0.0, np.float32(0.2)}  # --expert reached the workers
     by_expert = np.concatenate([np.all(e.actions == e.expert_actions, axis=1) for e in episodes[2:]])
     assert 0 < by_expert.mean() < 1  # round 1: the clone and the expert share the steps
     assert all("expert_actions" in load_arrays(p, ("mu",), optional=("expert_actions",))
@@ -47,13 +49,13 @@ def test_rounds_play_label_refit_and_resume(tiny_bundle: Callable[..., Path], tm
     assert (out / "dagger.png").stat().st_size > 0 and any((out / "tb").iterdir())
 
     stamp = (out / "round_01" / "controller.safetensors").stat().st_mtime_ns
-    DaggerRun(tiny_args(bundle, out)).run()  # a finished run: nothing is redone
+    DaggerRun(tiny_args(bundle, out, expert='{"gas": 0.2}')).run()  # a finished run: nothing is redone
     assert (out / "round_01" / "controller.safetensors").stat().st_mtime_ns == stamp
     with pytest.raises(ValueError, match="other settings .*ridge"):
-        DaggerRun(tiny_args(bundle, out, ridge=1.0))
+        DaggerRun(tiny_args(bundle, out, expert='{"gas": 0.2}', ridge=1.0))
     main(["--game", "carracing", "--out", str(out), "--world-model", str(bundle), "--demos", "2", "--rounds", "2",
           "--episodes-per-round", "2", "--eval-episodes", "2", "--max-steps", "40", "--expert-share", "0.5",
-          "--threads", "1"])  # fmt: skip
+          "--threads", "1", "--expert", '{"gas": 0.2}'])  # fmt: skip
     assert len(list_episodes(out / "episodes")) == 6
     assert [r["round"] for r in load_json(out / "dagger.json")["rounds"]] == [0, 1, 2]
 
@@ -65,6 +67,7 @@ def test_settings_that_cannot_work_fail_before_any_episode(tmp_path: Path) -> No
         (DaggerArgs(expert_share=1.5), "--expert-share must be in"),
         (DaggerArgs(init=str(tmp_path / "nowhere")), "no controller.json"),
         (DaggerArgs(player="worst"), "--player must be latest or best"),
+        (DaggerArgs(expert='{"speed": 1}'), "TrackExpert has no setting 'speed'"),
     ):
         with pytest.raises((ValueError, FileNotFoundError), match=message):
             DaggerRun(dataclasses.replace(bad, out=str(tmp_path / "bad")))

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from dreamgym.data import ShardError, list_episodes, load_arrays, load_episode, save_arrays, update_arrays
-from dreamgym.games import CARRACING
+from dreamgym.games import CARRACING, TrackExpert, with_expert_settings
 from training.collect import CollectArgs, collect
 from training.relabel import RelabelArgs, relabel, replay_labels
 
@@ -50,6 +50,28 @@ def test_relabel_rewrites_episode_and_latent_shards(expert_run: Path, tmp_path: 
         assert np.array_equal(episode.frames, load_episode(expert_run / name).frames)  # the rest is kept
         latent = load_arrays(latents / name, ("mu", "expert_actions"))
         assert np.array_equal(latent["expert_actions"], labels) and (latent["mu"] == 1).all()
+
+
+def test_relabel_with_expert_settings_gives_that_experts_labels(expert_run: Path, tmp_path: Path) -> None:
+    settings = '{"gain": 0.5, "damping": 0.0}'
+    expert = with_expert_settings(CARRACING, settings).expert
+    assert expert == TrackExpert(gain=0.5, damping=0.0)
+    episodes = tmp_path / "episodes"
+    episodes.mkdir()
+    for shard in list_episodes(expert_run):
+        (episodes / shard.name).write_bytes(shard.read_bytes())
+    relabel(RelabelArgs(game="carracing", episodes=str(episodes), workers=1, expert=settings))
+    env = CARRACING.replay_game()
+    for shard in list_episodes(episodes):
+        episode = load_episode(shard)
+        env.reset(seed=episode.seed)
+        expected = []
+        for action in episode.actions:
+            expected.append(expert(env))
+            env.step(action)
+        assert np.array_equal(episode.expert_actions, np.asarray(expected))
+        assert not np.array_equal(episode.expert_actions, load_episode(expert_run / shard.name).expert_actions)
+    env.close()
 
 
 def test_an_episode_that_does_not_replay_is_an_error_naming_it(expert_run: Path, tmp_path: Path) -> None:

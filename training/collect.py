@@ -38,7 +38,7 @@ from tqdm import tqdm
 from dreamgym.controller import Controller
 from dreamgym.data import Episode, episode_path, list_episodes, save_episode
 from dreamgym.envs.latent import LatentObservation, make_latent_env
-from dreamgym.games import GameSpec, get_game
+from dreamgym.games import GameSpec, get_game, with_expert_settings
 from dreamgym.processes import become_worker
 from training.cli import parse_args
 
@@ -73,6 +73,9 @@ class CollectArgs:
     """with --controller: probability that the game's expert plays a step instead (DAgger's beta mixture)"""
     expert_labels: bool = False
     """also record the game's expert's action in every state visited (the shards' expert_actions)"""
+    expert: str | None = None
+    """the expert's settings, a JSON object overriding its defaults (CarRacing: TrackExpert's fields, e.g.
+    '{"braking_plan": true}')"""
 
 
 def episode_seed(base_seed: int, index: int, attempt: int) -> int:
@@ -194,7 +197,10 @@ _worker: dict = {}
 
 def exploring_spec(args: CollectArgs) -> GameSpec:
     """The game spec whose ``exploration`` is the policy ``args`` asks for."""
-    spec = get_game(args.game)
+    spec = with_expert_settings(get_game(args.game), args.expert)
+    if args.expert and not (args.expert_labels or args.expert_share > 0 or args.exploration == "expert"):
+        raise ValueError("--expert sets the expert's settings: it goes with --expert-labels, --expert-share or "
+                         "--exploration expert")
     if args.exploration is not None and args.controller is not None:
         raise ValueError("--exploration and --controller are two different policies: pass one")
     if args.exploration in (None, "expert"):

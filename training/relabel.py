@@ -1,9 +1,10 @@
 """Relabel recorded episodes with the game's current expert, by replaying them from their seeds.
 
-    python -m training.relabel --game carracing --episodes runs/x/episodes --latents runs/x/latents
+    python -m training.relabel --game carracing --episodes runs/x/episodes --latents runs/x/latents \
+        [--expert '{"braking_plan": true}']
 
 A real game is deterministic given an episode's seed and the actions played, so every recorded state can be
-rebuilt and the expert (``GameSpec.expert``) asked again: when the expert improves, the DAgger data already
+rebuilt and the expert (``GameSpec.expert``) asked again (``--expert``: with other settings): when the expert improves, the DAgger data already
 collected gets its labels instead of being collected anew. The replay steps the game's physics only
 (``GameSpec.replay_game``: no drawing, no V or M; CarRacing: 900 episodes in ~3 min on 2 cores, ~20x faster
 than they were collected) and checks that every step's reward is the recorded one, so an episode that does
@@ -25,7 +26,7 @@ import numpy as np
 from tqdm import tqdm
 
 from dreamgym.data import ShardError, list_episodes, load_arrays, update_arrays
-from dreamgym.games import GameSpec, get_game
+from dreamgym.games import GameSpec, get_game, with_expert_settings
 from training.cli import parse_args
 from training.collect import require_expert
 
@@ -40,6 +41,9 @@ class RelabelArgs:
     """folder of the latent shards encoded from them: their expert_actions are rewritten too"""
     workers: int = 2
     """processes replaying episodes"""
+    expert: str | None = None
+    """the expert's settings, a JSON object overriding its defaults (CarRacing: TrackExpert's fields, e.g.
+    '{"braking_plan": true}')"""
 
 
 def replay_labels(spec: GameSpec, env: gym.Env, seed: int, actions: np.ndarray, rewards: np.ndarray) -> np.ndarray:
@@ -62,8 +66,8 @@ def replay_labels(spec: GameSpec, env: gym.Env, seed: int, actions: np.ndarray, 
 _worker: dict = {}
 
 
-def _init_worker(game: str) -> None:
-    spec = get_game(game)
+def _init_worker(game: str, expert: str | None) -> None:
+    spec = with_expert_settings(get_game(game), expert)
     _worker.update(spec=spec, env=(spec.replay_game or spec.make_game)())
 
 
@@ -83,7 +87,7 @@ def _relabel_one(job: tuple[Path, Path | None]) -> int:
 
 def relabel(args: RelabelArgs) -> dict[str, float]:
     """Relabels every episode of ``args.episodes`` (and its latent shard); returns counts and the wall time."""
-    spec = get_game(args.game)
+    spec = with_expert_settings(get_game(args.game), args.expert)
     require_expert(spec)
     shards = list_episodes(args.episodes)
     if not shards:
@@ -97,7 +101,7 @@ def relabel(args: RelabelArgs) -> dict[str, float]:
                                     f"shards (first: {missing[0]}): encode them first")  # fmt: skip
         latents = list(paired)
     start, steps = time.perf_counter(), 0
-    with mp.get_context("spawn").Pool(args.workers, initializer=_init_worker, initargs=(spec.name,)) as pool:
+    with mp.get_context("spawn").Pool(args.workers, initializer=_init_worker, initargs=(spec.name, args.expert)) as pool:
         jobs = zip(shards, latents, strict=True)
         for n in tqdm(pool.imap_unordered(_relabel_one, jobs), total=len(shards), desc="relabel"):
             steps += n
