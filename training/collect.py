@@ -200,7 +200,7 @@ def exploring_spec(args: CollectArgs) -> GameSpec:
     spec = with_expert_settings(get_game(args.game), args.expert)
     if args.expert and not (args.expert_labels or args.expert_share > 0 or args.exploration == "expert"):
         raise ValueError("--expert sets the expert's settings: it goes with --expert-labels, --expert-share or "
-                         "--exploration expert")
+                         "--exploration expert")  # fmt: skip
     if args.exploration is not None and args.controller is not None:
         raise ValueError("--exploration and --controller are two different policies: pass one")
     if args.exploration in (None, "expert"):

@@ -4,13 +4,13 @@
         [--expert '{"braking_plan": true}']
 
 A real game is deterministic given an episode's seed and the actions played, so every recorded state can be
-rebuilt and the expert (``GameSpec.expert``) asked again (``--expert``: with other settings): when the expert improves, the DAgger data already
-collected gets its labels instead of being collected anew. The replay steps the game's physics only
-(``GameSpec.replay_game``: no drawing, no V or M; CarRacing: 900 episodes in ~3 min on 2 cores, ~20x faster
-than they were collected) and checks that every step's reward is the recorded one, so an episode that does
-not reproduce is an error naming it, never silently mislabelled. ``expert_actions`` is rewritten atomically in
-each episode shard and in the latent shard of the same name (``--latents``); rerunning the command relabels
-again and gives the same files.
+rebuilt and the expert (``GameSpec.expert``; ``--expert``: with other settings) asked again: when the expert
+improves, the DAgger data already collected gets its labels instead of being collected anew. The replay
+steps the game's physics only (``GameSpec.replay_game``: no drawing, no V or M; CarRacing: 900 episodes in
+~3 min on 2 cores, ~20x faster than they were collected) and checks that every step's reward is the recorded
+one, so an episode that does not reproduce is an error naming it, never silently mislabelled.
+``expert_actions`` is rewritten atomically in each episode shard and in the latent shard of the same name
+(``--latents``); rerunning the command relabels again and gives the same files.
 """
 
 from __future__ import annotations
@@ -101,7 +101,8 @@ def relabel(args: RelabelArgs) -> dict[str, float]:
                                     f"shards (first: {missing[0]}): encode them first")  # fmt: skip
         latents = list(paired)
     start, steps = time.perf_counter(), 0
-    with mp.get_context("spawn").Pool(args.workers, initializer=_init_worker, initargs=(spec.name, args.expert)) as pool:
+    ctx = mp.get_context("spawn")
+    with ctx.Pool(args.workers, initializer=_init_worker, initargs=(spec.name, args.expert)) as pool:
         jobs = zip(shards, latents, strict=True)
         for n in tqdm(pool.imap_unordered(_relabel_one, jobs), total=len(shards), desc="relabel"):
             steps += n
