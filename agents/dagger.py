@@ -86,6 +86,14 @@ class DaggerArgs:
     """width of the refit controller's tanh hidden layer (agents.imitate --hidden; 0: the paper's linear C)"""
     epochs: int = 30
     """with --hidden: the refit's epochs (agents.imitate --epochs)"""
+    lr: float = 1e-3
+    """with --hidden: the refit's learning rate (agents.imitate --lr)"""
+    batch_size: int = 512
+    """with --hidden: the refit's batch size (agents.imitate --batch-size)"""
+    std_floor: float = 1e-6
+    """with --hidden: agents.imitate --std-floor"""
+    hidden_outputs: str = "all"
+    """with --hidden: the outputs the hidden layer drives, the others linear (agents.imitate --hidden-outputs)"""
     progress_window: int = 50
     """fit only steps after which the episode gains reward within this many steps (agents.imitate)"""
     eval_episodes: int = 10
@@ -205,7 +213,9 @@ class DaggerRun:
         a = self.args
         _, summary = imitate(ImitateArgs(world_model=self.world_model, latents=str(self.latents), out=str(folder),
                                          obs_mode=self.spec.obs_mode, targets="expert", ridge=a.ridge,
-                                         hidden=a.hidden, epochs=a.epochs, progress_window=a.progress_window,
+                                         hidden=a.hidden, epochs=a.epochs, lr=a.lr, batch_size=a.batch_size,
+                                         std_floor=a.std_floor, hidden_outputs=a.hidden_outputs,
+                                         progress_window=a.progress_window,
                                          threads=a.threads))  # fmt: skip
         return summary
 

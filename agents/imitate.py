@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from dreamgym.controller import Controller, ControllerConfig, flatten, population_outputs
+from dreamgym.controller import Controller, ControllerConfig, flatten, population_outputs, unflatten
 from dreamgym.data import list_episodes, load_arrays
 from dreamgym.envs.dream import DreamEnv, latent_observation, load_world_model
 from dreamgym.envs.registration import dream_id
@@ -38,8 +38,6 @@ from training.cli import parse_args
 from training.common import set_threads, torch_generator
 
 _KEYS = ("mu", "logvar", "actions", "rewards")
-_BATCH = 512
-"""steps per Adam step of the hidden-layer fit"""
 
 
 @dataclass(frozen=True)
@@ -72,6 +70,15 @@ class ImitateArgs:
     """with --hidden: Adam's learning rate (cosine-decayed to 0 over the epochs)"""
     weight_decay: float = 1e-4
     """with --hidden: AdamW's decoupled weight decay"""
+    batch_size: int = 512
+    """with --hidden: steps per Adam step"""
+    std_floor: float = 1e-6
+    """with --hidden: inputs are divided by max(their std, this) while fitting; a floor keeps inputs that hardly
+    vary in the data from being magnified where the controller drives elsewhere"""
+    hidden_outputs: str = "all"
+    """with --hidden: the tanh outputs the hidden layer drives, comma-separated indices (e.g. 0: CarRacing's
+    steering) or all; the others are the linear controller's ridge fit, a linear map beside the hidden layer
+    (ControllerConfig.skip)"""
     holdout: float = 0.0
     """fraction of the chosen episodes (the last ones) left out of the fit and scored as held-out RMSE"""
     seed: int = 0
@@ -154,7 +161,7 @@ def mlp_fit(x: np.ndarray, y: np.ndarray, config: ControllerConfig, args: Imitat
     generator = torch.Generator().manual_seed(args.seed)
     xt, yt = torch.from_numpy(x).float(), torch.from_numpy(y).float()
     mean = xt.mean(0) if config.bias else torch.zeros(xt.shape[1])
-    std = xt.std(0).clamp_min(1e-6)
+    std = xt.std(0).clamp_min(args.std_floor)
     xn = (xt - mean) / std
     with torch.random.fork_rng():  # seeded initial weights without touching the caller's global torch RNG
         torch.manual_seed(args.seed)
@@ -162,11 +169,11 @@ def mlp_fit(x: np.ndarray, y: np.ndarray, config: ControllerConfig, args: Imitat
         last = torch.nn.Linear(config.hidden, config.action_out, bias=config.bias)
     net = torch.nn.Sequential(first, torch.nn.Tanh(), last, torch.nn.Tanh())
     optimiser = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=args.weight_decay)
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, args.epochs * math.ceil(len(xn) / _BATCH))
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, args.epochs * math.ceil(len(xn) / args.batch_size))
     progress = tqdm(range(args.epochs), desc="imitate: epochs", unit="epoch")
     for _ in progress:
         total = 0.0
-        for index in torch.randperm(len(xn), generator=generator).split(_BATCH):
+        for index in torch.randperm(len(xn), generator=generator).split(args.batch_size):
             loss = ((net(xn[index]) - yt[index]) ** 2).mean()
             optimiser.zero_grad()
             loss.backward()
@@ -180,6 +187,41 @@ def mlp_fit(x: np.ndarray, y: np.ndarray, config: ControllerConfig, args: Imitat
         if config.bias:
             tensors |= {"hidden.bias": first.bias - weight @ mean, "bias": last.bias}
         return flatten(config, tensors)
+
+
+def ridge_controller(config: ControllerConfig, x: np.ndarray, y: np.ndarray, args: ImitateArgs) -> Controller:
+    """The linear controller (``config`` without a hidden layer) whose outputs' atanh fits that of ``y``."""
+    linear = dataclasses.replace(config, hidden=0, skip=False)
+    return Controller(linear, ridge_fit(x, np.arctanh(np.clip(y, -args.clip, args.clip)), args.ridge, linear.bias))
+
+
+def hidden_output_indices(text: str, outputs: int) -> list[int]:
+    """``--hidden-outputs`` (``all`` or comma-separated indices) -> sorted output indices; ValueError if invalid."""
+    if text == "all":
+        return list(range(outputs))
+    try:
+        chosen = sorted({int(part) for part in text.split(",")})
+    except ValueError:
+        chosen = []
+    if not chosen or not all(0 <= i < outputs for i in chosen):
+        raise ValueError(f"--hidden-outputs must be all or comma-separated indices in [0, {outputs}), got {text!r}")
+    return chosen
+
+
+def beside_linear(mlp: Controller, linear: Controller, hidden_outputs: list[int]) -> Controller:
+    """One controller whose ``hidden_outputs`` are ``mlp``'s and whose other outputs are ``linear``'s (its map
+    beside the hidden layer: ControllerConfig.skip)."""
+    config = dataclasses.replace(mlp.config, skip=True)
+    uses_hidden = torch.zeros(config.action_out, 1, dtype=torch.bool)
+    uses_hidden[hidden_outputs] = True
+    m, lin = (torch.from_numpy(v) for v in (mlp.params, linear.params))
+    m_t, l_t = unflatten(mlp.config, m[None]), unflatten(linear.config, lin[None])
+    tensors = {name: value[0] for name, value in m_t.items()}
+    tensors["weight"] = torch.where(uses_hidden, tensors["weight"], 0.0)
+    tensors["skip.weight"] = torch.where(uses_hidden, 0.0, l_t["weight"][0])
+    if config.bias:
+        tensors["bias"] = torch.where(uses_hidden[:, 0], tensors["bias"], l_t["bias"][0])
+    return Controller(config, flatten(config, tensors))
 
 
 def rmse(config: ControllerConfig, params: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -201,6 +243,8 @@ def imitate(args: ImitateArgs) -> tuple[Controller, dict[str, float]]:
     if args.hidden < 0 or args.epochs < 1 or not 0 <= args.holdout < 1:
         raise ValueError(f"--hidden must be >= 0, --epochs >= 1 and --holdout in [0, 1), got {args.hidden}, "
                          f"{args.epochs} and {args.holdout}")  # fmt: skip
+    if args.batch_size < 1 or not args.std_floor > 0:
+        raise ValueError(f"--batch-size must be >= 1 and --std-floor > 0, got {args.batch_size} and {args.std_floor}")
     set_threads(args.threads)
     model = load_world_model(args.world_model, None, "cpu")
     game = model.game
@@ -208,6 +252,7 @@ def imitate(args: ImitateArgs) -> tuple[Controller, dict[str, float]]:
         raise ValueError(f"the {game.name} game spec has no unsquash_action, so its actions cannot be imitated")
     obs_mode = args.obs_mode or game.obs_mode
     config = ControllerConfig.for_env(DreamEnv(model, obs_mode=obs_mode), dream_id(game.name), hidden=args.hidden)
+    hidden_outputs = hidden_output_indices(args.hidden_outputs, config.action_out)
     paths, returns = chosen_episodes(args.latents, args.min_return, args.targets)
     fitted_episodes = len(paths) - int(len(paths) * args.holdout)  # >= 1 as holdout < 1
     generator = torch_generator(torch.device("cpu"), args.seed, 7)
@@ -219,10 +264,12 @@ def imitate(args: ImitateArgs) -> tuple[Controller, dict[str, float]]:
         ys.append(np.asarray(game.unsquash_action(actions), np.float64).reshape(len(actions), -1)[keep])
     x, y = np.concatenate(xs[:fitted_episodes]), np.concatenate(ys[:fitted_episodes])
     if args.hidden:
-        params = mlp_fit(x, y, config, args)
+        controller = Controller(config, mlp_fit(x, y, config, args))
+        if len(hidden_outputs) < config.action_out:
+            controller = beside_linear(controller, ridge_controller(config, x, y, args), hidden_outputs)
     else:
-        params = ridge_fit(x, np.arctanh(np.clip(y, -args.clip, args.clip)), args.ridge, config.bias)
-    controller = Controller(config, params)
+        controller = ridge_controller(config, x, y, args)
+    config, params = controller.config, controller.params
     summary = {
         "episodes": fitted_episodes,
         "steps": len(x),

@@ -36,6 +36,9 @@ from dreamgym.games import get_game
 LINEAR_ARCHITECTURE = "dreamgym.LinearController/v1"
 MLP_ARCHITECTURE = "dreamgym.MLPController/v1"
 """Architecture tag of controllers with a hidden layer (linear ones keep the tag older versions read)."""
+SKIP_ARCHITECTURE = "dreamgym.MLPSkipController/v1"
+"""Architecture tag of controllers with a hidden layer and a linear map beside it."""
+ARCHITECTURES = (LINEAR_ARCHITECTURE, MLP_ARCHITECTURE, SKIP_ARCHITECTURE)
 CONFIG_FILE = "controller.json"
 WEIGHTS_FILE = "controller.safetensors"
 GAME_KEY = "dreamgym_game"
@@ -77,6 +80,8 @@ class ControllerConfig:
         game: dreamgym game spec name whose ``squash_action`` maps outputs, or None for the generic mapping.
         env_id: the env the controller was made for (informative; any env with the same spaces fits).
         hidden: H, width of the tanh hidden layer; 0 is the paper's linear controller.
+        skip: with a hidden layer, also a linear map S (A, D) of the observation added before the output tanh:
+            tanh(W tanh(W_h obs + b_h) + S obs + b), so some outputs can be linear and others not.
     """
 
     obs_dim: int
@@ -86,14 +91,19 @@ class ControllerConfig:
     game: str | None = None
     env_id: str | None = None
     hidden: int = 0
+    skip: bool = False
 
     def __post_init__(self) -> None:
         if self.hidden < 0:
             raise ValueError(f"hidden must be >= 0 (0: linear), got {self.hidden}")
+        if self.skip and not self.hidden:
+            raise ValueError("skip (a linear map beside the hidden layer) needs hidden > 0")
 
     @property
     def architecture(self) -> str:
-        return MLP_ARCHITECTURE if self.hidden else LINEAR_ARCHITECTURE
+        if not self.hidden:
+            return LINEAR_ARCHITECTURE
+        return SKIP_ARCHITECTURE if self.skip else MLP_ARCHITECTURE
 
     def param_shapes(self) -> dict[str, tuple[int, ...]]:
         """Name -> shape of each tensor, in the order of the flat parameter vector."""
@@ -107,6 +117,8 @@ class ControllerConfig:
             shapes[f"{prefix}weight"] = (out, inp)
             if self.bias:
                 shapes[f"{prefix}bias"] = (out,)
+        if self.skip:
+            shapes["skip.weight"] = (self.action_out, self.obs_dim)
         return shapes
 
     @property
@@ -115,7 +127,12 @@ class ControllerConfig:
 
     @classmethod
     def for_env(
-        cls, env: gym.Env | gym.vector.VectorEnv, env_id: str | None = None, bias: bool | None = None, hidden: int = 0
+        cls,
+        env: gym.Env | gym.vector.VectorEnv,
+        env_id: str | None = None,
+        bias: bool | None = None,
+        hidden: int = 0,
+        skip: bool = False,
     ) -> ControllerConfig:
         """The config fitting ``env``; ``bias=None`` takes the paper's choice for the game (default True)."""
         obs_space, action_space = env_spaces(env)
@@ -132,7 +149,9 @@ class ControllerConfig:
                 raise ValueError(f"cannot scale tanh outputs into the unbounded action space {action_space}")
         if bias is None:
             bias = _PAPER_BIAS.get(game, True)
-        return cls(int(np.prod(obs_space.shape)), outputs, bias, space_to_json(action_space), game, env_id, hidden)
+        return cls(
+            int(np.prod(obs_space.shape)), outputs, bias, space_to_json(action_space), game, env_id, hidden, skip
+        )
 
     def check_env(self, env: gym.Env | gym.vector.VectorEnv, what: str = "controller") -> None:
         """Raises ValueError naming the difference when ``env`` does not fit this controller."""
@@ -182,7 +201,7 @@ def flatten(config: ControllerConfig, tensors: dict[str, torch.Tensor]) -> np.nd
 
 
 def population_outputs(config: ControllerConfig, params: torch.Tensor, obs: torch.Tensor) -> torch.Tensor:
-    """tanh(W_p · obs_pe + b_p): params (P, n), obs (P, E, D) -> outputs (P, E, A).
+    """tanh(W_p · obs_pe + b_p) (or through the hidden layer): params (P, n), obs (P, E, D) -> outputs (P, E, A).
 
     Candidate p acts in its E envs with its own parameters; one einsum per layer serves the whole population.
     """
@@ -193,13 +212,17 @@ def population_outputs(config: ControllerConfig, params: torch.Tensor, obs: torc
             f"got {tuple(params.shape)} and {tuple(obs.shape)}"
         )
     tensors = unflatten(config, params)
-    x = obs
-    for prefix in ("hidden.", "") if config.hidden else ("",):
-        x = torch.einsum("pad,ped->pea", tensors[f"{prefix}weight"], x)
-        if config.bias:
-            x = x + tensors[f"{prefix}bias"].unsqueeze(1)
-        x = torch.tanh(x)
-    return x
+
+    def affine(prefix: str, x: torch.Tensor) -> torch.Tensor:
+        y = torch.einsum("pad,ped->pea", tensors[f"{prefix}weight"], x)
+        return y + tensors[f"{prefix}bias"].unsqueeze(1) if config.bias else y
+
+    if not config.hidden:
+        return torch.tanh(affine("", obs))
+    y = affine("", torch.tanh(affine("hidden.", obs)))
+    if config.skip:
+        y = y + torch.einsum("pad,ped->pea", tensors["skip.weight"], obs)
+    return torch.tanh(y)
 
 
 def population_actions(config: ControllerConfig, params: torch.Tensor, obs: Any, episodes: int) -> np.ndarray:
@@ -243,6 +266,8 @@ class Controller:
         folder = Path(folder)
         save_tensors(folder / WEIGHTS_FILE, {k: torch.from_numpy(v.copy()) for k, v in self.tensors().items()})
         config = dataclasses.asdict(self.config)
+        if not self.config.skip:
+            del config["skip"]  # files without a skip map stay readable by versions without it
         if not self.config.hidden:
             del config["hidden"]  # a linear controller's files stay readable by versions without hidden layers
         save_json(
@@ -262,16 +287,16 @@ class Controller:
         folder = Path(folder)
         meta = load_json(folder / CONFIG_FILE)
         architecture = meta.get("architecture")
-        if architecture not in (LINEAR_ARCHITECTURE, MLP_ARCHITECTURE):
+        if architecture not in ARCHITECTURES:
             raise CheckpointError(f"{folder / CONFIG_FILE}: checkpoint is for architecture {architecture!r}, expected "
-                                  f"a controller ({LINEAR_ARCHITECTURE!r} or {MLP_ARCHITECTURE!r})")  # fmt: skip
+                                  f"a controller (one of {', '.join(map(repr, ARCHITECTURES))})")  # fmt: skip
         try:
             config = ControllerConfig(**meta["config"])
         except (KeyError, TypeError, ValueError) as err:
             raise CheckpointError(f"{folder / CONFIG_FILE}: malformed controller config ({err})") from err
         if architecture != config.architecture:
-            raise CheckpointError(f"{folder / CONFIG_FILE}: architecture {architecture!r} with hidden="
-                                  f"{config.hidden} (expected {config.architecture!r})")  # fmt: skip
+            raise CheckpointError(f"{folder / CONFIG_FILE}: architecture {architecture!r} with hidden={config.hidden}"
+                                  f", skip={config.skip} (expected {config.architecture!r})")  # fmt: skip
         tensors = load_tensors(folder / WEIGHTS_FILE)
         expected = config.param_shapes()
         found = {k: tuple(v.shape) for k, v in tensors.items()}

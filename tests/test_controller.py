@@ -171,3 +171,27 @@ def test_hidden_layer_outputs_counts_and_round_trip(tmp_path: Path) -> None:
         Controller.load(tmp_path / "mlp")
     with pytest.raises(ValueError, match="hidden must be >= 0"):
         ControllerConfig.for_env(env, hidden=-1)
+
+
+def test_skip_map_beside_the_hidden_layer(tmp_path: Path) -> None:
+    """skip: tanh(W tanh(W_h obs + b_h) + S obs + b), A D more parameters, its own tag; only with a hidden layer."""
+    env = game_env("carracing", 5)
+    config = ControllerConfig.for_env(env, hidden=4, skip=True)
+    assert config.n_params == (5 + 1) * 4 + (4 + 1) * 3 + 3 * 5
+    rng = np.random.default_rng(1)
+    params = rng.normal(size=(2, config.n_params)).astype(np.float32)
+    obs = rng.normal(size=(2, 3, 5)).astype(np.float32)
+    out = population_outputs(config, torch.from_numpy(params), torch.from_numpy(obs)).numpy()
+    for p in range(2):
+        t = Controller(config, params[p]).tensors()
+        hidden = np.tanh(obs[p] @ t["hidden.weight"].T + t["hidden.bias"])
+        expected = np.tanh(hidden @ t["weight"].T + obs[p] @ t["skip.weight"].T + t["bias"])
+        np.testing.assert_allclose(out[p], expected, rtol=1e-5, atol=1e-6)
+    Controller(config, params[0]).save(tmp_path / "skip")
+    meta = json.loads((tmp_path / "skip" / "controller.json").read_text())
+    assert meta["architecture"] == "dreamgym.MLPSkipController/v1" and meta["config"]["skip"] is True
+    np.testing.assert_array_equal(Controller.load(tmp_path / "skip", env).params, params[0])
+    Controller(ControllerConfig.for_env(env, hidden=4)).save(tmp_path / "mlp")
+    assert "skip" not in json.loads((tmp_path / "mlp" / "controller.json").read_text())["config"]
+    with pytest.raises(ValueError, match="needs hidden > 0"):
+        ControllerConfig.for_env(env, skip=True)

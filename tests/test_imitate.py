@@ -171,7 +171,7 @@ def test_hidden_layer_copies_a_teacher_no_linear_map_can(tiny_bundle: Callable[.
     teacher_episodes(bundle, latents, teacher, count=8, steps=200)
     args = ImitateArgs(world_model=str(bundle), latents=str(latents), out=str(tmp_path / "linear"), ridge=1e-3,
                        holdout=0.25)  # fmt: skip
-    _, linear = imitate(args)
+    ridge, linear = imitate(args)
     student, mlp = imitate(dataclasses.replace(args, out=str(tmp_path / "mlp"), hidden=32, epochs=300, lr=1e-2))
     assert (mlp["episodes"], mlp["heldout_episodes"], mlp["steps"]) == (6, 2, 1200)
     assert student.config.hidden == 32
@@ -183,3 +183,16 @@ def test_hidden_layer_copies_a_teacher_no_linear_map_can(tiny_bundle: Callable[.
     np.testing.assert_allclose(loaded.act(obs[0]), student.act(obs[0]))
     with pytest.raises(ValueError, match="--holdout in"):
         imitate(dataclasses.replace(args, holdout=1.0))
+
+    # --hidden-outputs 0: steering from the hidden layer, gas and brake from the ridge fit, in one controller
+    mixed, _ = imitate(dataclasses.replace(args, out=str(tmp_path / "mixed"), hidden=32, epochs=300, lr=1e-2,
+                                           hidden_outputs="0"))  # fmt: skip
+    assert mixed.config.skip and Controller.load(tmp_path / "mixed").config.skip
+    for o in obs:
+        np.testing.assert_allclose(mixed.act(o)[0], student.act(o)[0], atol=1e-5)
+        np.testing.assert_allclose(mixed.act(o)[1:], ridge.act(o)[1:], atol=1e-5)
+    for bad in ("3", "x", ""):
+        with pytest.raises(ValueError, match="--hidden-outputs must be"):
+            imitate(dataclasses.replace(args, hidden=4, hidden_outputs=bad))
+    with pytest.raises(ValueError, match="--std-floor"):
+        imitate(dataclasses.replace(args, hidden=4, std_floor=0.0))
