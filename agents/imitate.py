@@ -11,8 +11,10 @@ M's state teacher-forced over the episode's recorded actions (``[z_t, h_t]`` wit
 ridge regression on their atanh (clipped to +-``--clip``), so it is deterministic and takes seconds.
 ``--hidden H`` fits a controller with one tanh hidden layer of width H instead (Adam on the squared error
 of its tanh outputs, inputs standardised and the scaling folded into the saved weights), for teachers that
-no linear map of ``[z, h]`` copies. ``--holdout F`` keeps the last fraction F of the episodes out of the
-fit and reports the RMSE on them too.
+no linear map of ``[z, h]`` copies; ``--hidden-outputs 0`` keeps the hidden layer for output 0 only and takes
+the other outputs from the ridge regression (CarRacing: steering through sharp bends needs the hidden layer,
+while a hidden-layer gas extrapolates to speeds no label was given at). ``--holdout F`` keeps the last
+fraction F of the episodes out of the fit and reports the RMSE on them too.
 Only episodes whose return is at least ``--min-return`` are imitated: collection policies are noisy, and
 the best of their episodes are the ones worth copying. The result is an ordinary controller folder:
 ``agents.evaluate`` scores it and ``agents.cmaes --init`` starts from it.
