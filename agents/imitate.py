@@ -245,6 +245,8 @@ def imitate(args: ImitateArgs) -> tuple[Controller, dict[str, float]]:
     if args.hidden < 0 or args.epochs < 1 or not 0 <= args.holdout < 1:
         raise ValueError(f"--hidden must be >= 0, --epochs >= 1 and --holdout in [0, 1), got {args.hidden}, "
                          f"{args.epochs} and {args.holdout}")  # fmt: skip
+    if args.hidden_outputs != "all" and not args.hidden:
+        raise ValueError(f"--hidden-outputs {args.hidden_outputs!r} chooses outputs of a hidden layer: pass --hidden")
     if args.batch_size < 1 or not args.std_floor > 0:
         raise ValueError(f"--batch-size must be >= 1 and --std-floor > 0, got {args.batch_size} and {args.std_floor}")
     set_threads(args.threads)

@@ -194,5 +194,7 @@ def test_hidden_layer_copies_a_teacher_no_linear_map_can(tiny_bundle: Callable[.
     for bad in ("3", "x", ""):
         with pytest.raises(ValueError, match="--hidden-outputs must be"):
             imitate(dataclasses.replace(args, hidden=4, hidden_outputs=bad))
+    with pytest.raises(ValueError, match="pass --hidden"):
+        imitate(dataclasses.replace(args, hidden_outputs="0"))
     with pytest.raises(ValueError, match="--std-floor"):
         imitate(dataclasses.replace(args, hidden=4, std_floor=0.0))
