@@ -13,6 +13,7 @@ import json
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 import gymnasium as gym
@@ -121,6 +122,9 @@ def _make_takecover(**kwargs: Any) -> gym.Env:
         import vizdoom.gymnasium_wrapper  # noqa: F401  (registers the Vizdoom ids)
     except ImportError as err:
         raise MissingGameError("VizdoomTakeCover-v1 needs the 'vizdoom' package: pip install vizdoom") from err
+    # The engine creates ./_vizdoom/ at start; two engines starting at once in a folder without it race,
+    # and the loser dies ("Failed to create ./_vizdoom/ directory: File exists"), taking its worker along.
+    Path("_vizdoom").mkdir(exist_ok=True)
     return gym.make("VizdoomTakeCover-v1", **kwargs)
 
 

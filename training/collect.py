@@ -22,10 +22,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import multiprocessing as mp
 import multiprocessing.util
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,7 +38,7 @@ from dreamgym.controller import Controller
 from dreamgym.data import Episode, episode_path, list_episodes, save_episode
 from dreamgym.envs.latent import LatentObservation, make_latent_env
 from dreamgym.games import GameSpec, get_game, with_expert_settings
-from dreamgym.processes import become_worker
+from dreamgym.processes import become_worker, map_on_workers
 from training.cli import parse_args
 
 
@@ -272,15 +271,11 @@ def collect(args: CollectArgs) -> dict:
     stats = {"episodes_collected": len(todo), "steps": 0, "worker_seconds": 0.0}
     start = time.perf_counter()
     if todo:
-        ctx = mp.get_context("spawn")
-        with ctx.Pool(args.workers, initializer=_init_worker, initargs=(args,)) as pool:
-            results: Iterator = pool.imap_unordered(_collect_one, todo)
-            bar = tqdm(results, total=args.episodes, initial=args.episodes - len(todo), desc=f"collect {spec.name}")
-            for _, steps, seconds in bar:
-                stats["steps"] += steps
-                stats["worker_seconds"] += seconds
-            pool.close()  # let workers exit normally (closing their games) instead of terminating them
-            pool.join()
+        results = map_on_workers(_collect_one, todo, args.workers, _init_worker, (args,))
+        bar = tqdm(results, total=args.episodes, initial=args.episodes - len(todo), desc=f"collect {spec.name}")
+        for _, steps, seconds in bar:
+            stats["steps"] += steps
+            stats["worker_seconds"] += seconds
     stats["wall_seconds"] = time.perf_counter() - start
     if todo:
         stats["episodes_per_min_per_worker"] = 60 * len(todo) / stats["worker_seconds"]

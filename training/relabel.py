@@ -16,7 +16,6 @@ one, so an episode that does not reproduce is an error naming it, never silently
 from __future__ import annotations
 
 import json
-import multiprocessing as mp
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +26,7 @@ from tqdm import tqdm
 
 from dreamgym.data import ShardError, list_episodes, load_arrays, update_arrays
 from dreamgym.games import GameSpec, get_game, with_expert_settings
+from dreamgym.processes import map_on_workers
 from training.cli import parse_args
 from training.collect import require_expert
 
@@ -101,11 +101,10 @@ def relabel(args: RelabelArgs) -> dict[str, float]:
                                     f"shards (first: {missing[0]}): encode them first")  # fmt: skip
         latents = list(paired)
     start, steps = time.perf_counter(), 0
-    ctx = mp.get_context("spawn")
-    with ctx.Pool(args.workers, initializer=_init_worker, initargs=(spec.name, args.expert)) as pool:
-        jobs = zip(shards, latents, strict=True)
-        for n in tqdm(pool.imap_unordered(_relabel_one, jobs), total=len(shards), desc="relabel"):
-            steps += n
+    jobs = zip(shards, latents, strict=True)
+    results = map_on_workers(_relabel_one, jobs, args.workers, _init_worker, (spec.name, args.expert))
+    for n in tqdm(results, total=len(shards), desc="relabel"):
+        steps += n
     return {"episodes": len(shards), "steps": steps, "wall_seconds": time.perf_counter() - start}
 
 
