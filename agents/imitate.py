@@ -141,16 +141,37 @@ def gains_reward_within(rewards: np.ndarray, window: int) -> np.ndarray:
 
 
 def ridge_fit(x: np.ndarray, y: np.ndarray, ridge: float, bias: bool) -> np.ndarray:
-    """Least squares W (A, D) and b (A,) of y ~ W x + b with penalty ridge * N * |W|^2; flat [W.ravel(), b]."""
-    n = len(x)
-    design = np.concatenate([x, np.ones((n, 1))], axis=1) if bias else x
-    penalty = np.eye(design.shape[1]) * ridge * n
+    """Least squares W (A, D) and b (A,) of y ~ W x + b with penalty ridge * N * |W|^2; flat [W.ravel(), b].
+
+    The normal equations are summed in float64 chunk by chunk, so a float32 x of millions of steps is never
+    copied whole."""
+    n, dims = len(x), x.shape[1] + int(bias)
+    gram, cross = np.zeros((dims, dims)), np.zeros((dims, y.shape[1]))
+    for rows in _chunks(n):
+        design = x[rows].astype(np.float64)
+        if bias:
+            design = np.concatenate([design, np.ones((len(design), 1))], axis=1)
+        gram += design.T @ design
+        cross += design.T @ y[rows]
+    penalty = np.eye(dims) * ridge * n
     if bias:
         penalty[-1, -1] = 0.0  # the bias is not shrunk
-    solution = np.linalg.solve(design.T @ design + penalty, design.T @ y)  # (D [+1], A)
+    solution = np.linalg.solve(gram + penalty, cross)  # (D [+1], A)
     weight = solution[: x.shape[1]].T
     parts = [weight.ravel()] + ([solution[-1]] if bias else [])
     return np.concatenate(parts).astype(np.float32)
+
+
+def _chunks(n: int, size: int = 65_536) -> list[slice]:
+    """Row slices covering range(n): passes over all observations work chunk by chunk, never on a full copy."""
+    return [slice(start, min(start + size, n)) for start in range(0, n, size)]
+
+
+def column_mean_std(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-column mean and (population) std of x (N, D), in float64, chunk by chunk."""
+    mean = x.mean(0, dtype=np.float64)
+    squares = sum(((x[rows] - mean) ** 2).sum(0) for rows in _chunks(len(x)))
+    return mean, np.sqrt(squares / max(1, len(x)))
 
 
 def mlp_fit(x: np.ndarray, y: np.ndarray, config: ControllerConfig, args: ImitateArgs) -> np.ndarray:
@@ -161,28 +182,28 @@ def mlp_fit(x: np.ndarray, y: np.ndarray, config: ControllerConfig, args: Imitat
     observations like any other.
     """
     generator = torch.Generator().manual_seed(args.seed)
-    xt, yt = torch.from_numpy(x).float(), torch.from_numpy(y).float()
-    mean = xt.mean(0) if config.bias else torch.zeros(xt.shape[1])
-    std = xt.std(0).clamp_min(args.std_floor)
-    xn = (xt - mean) / std
+    xt, yt = torch.from_numpy(np.asarray(x, np.float32)), torch.from_numpy(y).float()
+    column_mean, column_std = column_mean_std(x)
+    mean = torch.from_numpy(column_mean).float() if config.bias else torch.zeros(xt.shape[1])
+    std = torch.from_numpy(column_std).float().clamp_min(args.std_floor)
     with torch.random.fork_rng():  # seeded initial weights without touching the caller's global torch RNG
         torch.manual_seed(args.seed)
         first = torch.nn.Linear(config.obs_dim, config.hidden, bias=config.bias)
         last = torch.nn.Linear(config.hidden, config.action_out, bias=config.bias)
     net = torch.nn.Sequential(first, torch.nn.Tanh(), last, torch.nn.Tanh())
     optimiser = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=args.weight_decay)
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, args.epochs * math.ceil(len(xn) / args.batch_size))
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, args.epochs * math.ceil(len(xt) / args.batch_size))
     progress = tqdm(range(args.epochs), desc="imitate: epochs", unit="epoch")
     for _ in progress:
         total = 0.0
-        for index in torch.randperm(len(xn), generator=generator).split(args.batch_size):
-            loss = ((net(xn[index]) - yt[index]) ** 2).mean()
+        for index in torch.randperm(len(xt), generator=generator).split(args.batch_size):
+            loss = ((net((xt[index] - mean) / std) - yt[index]) ** 2).mean()  # standardised batch by batch
             optimiser.zero_grad()
             loss.backward()
             optimiser.step()
             schedule.step()
             total += loss.item() * len(index)
-        progress.set_postfix(mse=f"{total / len(xn):.4f}")
+        progress.set_postfix(mse=f"{total / len(xt):.4f}")
     with torch.no_grad():
         weight = first.weight / std
         tensors = {"hidden.weight": weight, "weight": last.weight}
@@ -228,8 +249,12 @@ def beside_linear(mlp: Controller, linear: Controller, hidden_outputs: list[int]
 
 def rmse(config: ControllerConfig, params: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
     """(A,) root mean squared error of the controller's tanh outputs on observations x against targets y."""
-    fitted = population_outputs(config, torch.from_numpy(params)[None], torch.from_numpy(x).float()[None])[0]
-    return np.sqrt(((fitted.numpy() - y) ** 2).mean(0))
+    squares = np.zeros(y.shape[1])
+    for rows in _chunks(len(x)):
+        observations = torch.from_numpy(np.asarray(x[rows], np.float32))[None]
+        fitted = population_outputs(config, torch.from_numpy(params)[None], observations)[0]
+        squares += ((fitted.numpy() - y[rows]) ** 2).sum(0)
+    return np.sqrt(squares / len(x))
 
 
 def imitate(args: ImitateArgs) -> tuple[Controller, dict[str, float]]:
@@ -264,9 +289,13 @@ def imitate(args: ImitateArgs) -> tuple[Controller, dict[str, float]]:
     for path in tqdm(paths, desc="imitate: episodes", unit="episode"):
         obs, actions, rewards = episode_observations(model, path, obs_mode, generator, args.targets)
         keep = gains_reward_within(rewards, args.progress_window) if args.progress_window > 0 else slice(None)
-        xs.append(obs.numpy().astype(np.float64)[keep])
+        xs.append(obs.numpy()[keep])  # float32: millions of steps x (z, h) are GBs
         ys.append(np.asarray(game.unsquash_action(actions), np.float64).reshape(len(actions), -1)[keep])
     x, y = np.concatenate(xs[:fitted_episodes]), np.concatenate(ys[:fitted_episodes])
+    held_out = (
+        (np.concatenate(xs[fitted_episodes:]), np.concatenate(ys[fitted_episodes:])) if xs[fitted_episodes:] else None
+    )
+    del xs, ys
     if args.hidden:
         controller = Controller(config, mlp_fit(x, y, config, args))
         if len(hidden_outputs) < config.action_out:
@@ -280,8 +309,8 @@ def imitate(args: ImitateArgs) -> tuple[Controller, dict[str, float]]:
         "mean_return": float(np.mean(returns[:fitted_episodes])),
         **{f"rmse_output{i}": float(v) for i, v in enumerate(rmse(config, params, x, y))},
     }
-    if fitted_episodes < len(paths):
-        held = rmse(config, params, np.concatenate(xs[fitted_episodes:]), np.concatenate(ys[fitted_episodes:]))
+    if held_out is not None:
+        held = rmse(config, params, *held_out)
         summary |= {"heldout_episodes": len(paths) - fitted_episodes,
                     **{f"heldout_rmse_output{i}": float(v) for i, v in enumerate(held)}}  # fmt: skip
     controller.save(args.out, {"imitate": dataclasses.asdict(args) | {"obs_mode": obs_mode}, "fit": summary})

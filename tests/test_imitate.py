@@ -13,7 +13,7 @@ import torch
 
 import dreamgym  # noqa: F401  (registers the ids)
 from agents.backends import EnvArgs, probe_config
-from agents.imitate import ImitateArgs, gains_reward_within, imitate, main
+from agents.imitate import ImitateArgs, column_mean_std, gains_reward_within, imitate, main, ridge_fit
 from dreamgym.controller import Controller, ControllerConfig
 from dreamgym.data import episode_path, save_arrays
 from dreamgym.envs.dream import latent_observation
@@ -198,3 +198,19 @@ def test_hidden_layer_copies_a_teacher_no_linear_map_can(tiny_bundle: Callable[.
         imitate(dataclasses.replace(args, hidden_outputs="0"))
     with pytest.raises(ValueError, match="--std-floor"):
         imitate(dataclasses.replace(args, hidden=4, std_floor=0.0))
+
+
+def test_fits_over_many_chunks_match_the_whole_array_formulas() -> None:
+    """ridge_fit and column_mean_std work chunk by chunk (float32 inputs of GBs); the result is the textbook one."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(2.0, 3.0, (150_000, 4)).astype(np.float32)
+    y = x @ rng.normal(size=(4, 2)) + 0.5 + rng.normal(0, 0.1, (len(x), 2))
+    design = np.concatenate([x.astype(np.float64), np.ones((len(x), 1))], axis=1)
+    penalty = np.diag([0.1 * len(x)] * 4 + [0.0])
+    expected = np.linalg.solve(design.T @ design + penalty, design.T @ y)
+    flat = ridge_fit(x, y, 0.1, bias=True)
+    np.testing.assert_allclose(flat[:8].reshape(2, 4), expected[:4].T, rtol=1e-5)
+    np.testing.assert_allclose(flat[8:], expected[4], rtol=1e-5)
+    mean, std = column_mean_std(x)
+    np.testing.assert_allclose(mean, x.astype(np.float64).mean(0), rtol=1e-9)
+    np.testing.assert_allclose(std, x.astype(np.float64).std(0), rtol=1e-9)
