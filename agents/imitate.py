@@ -249,10 +249,10 @@ def beside_linear(mlp: Controller, linear: Controller, hidden_outputs: list[int]
 
 def rmse(config: ControllerConfig, params: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
     """(A,) root mean squared error of the controller's tanh outputs on observations x against targets y."""
-    squares = np.zeros(y.shape[1])
+    population, squares = torch.from_numpy(params)[None], np.zeros(y.shape[1])
     for rows in _chunks(len(x)):
         observations = torch.from_numpy(np.asarray(x[rows], np.float32))[None]
-        fitted = population_outputs(config, torch.from_numpy(params)[None], observations)[0]
+        fitted = population_outputs(config, population, observations)[0]
         squares += ((fitted.numpy() - y[rows]) ** 2).sum(0)
     return np.sqrt(squares / len(x))
 
