@@ -83,11 +83,11 @@ def make_single_env(args: EnvArgs, **make_kwargs: Any) -> gym.Env:
     )
 
 
-def probe_config(args: EnvArgs, bias: bool | None = None, hidden: int = 0) -> ControllerConfig:
+def probe_config(args: EnvArgs, bias: bool | None = None, hidden: int = 0, skip: bool = False) -> ControllerConfig:
     """The controller config for ``args.env`` (made once here, so a missing game fails fast and clearly)."""
     env = make_single_env(args)
     try:
-        return ControllerConfig.for_env(env, args.env, bias, hidden)
+        return ControllerConfig.for_env(env, args.env, bias, hidden, skip)
     finally:
         env.close()
 

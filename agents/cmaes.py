@@ -11,11 +11,17 @@ each as its mean return over ``--episodes`` episodes, all P·E episodes played b
 last ``checkpoint/state.npz`` (whole ES state + history, one atomic file). A run killed at any moment
 resumes from its last checkpoint when rerun with the same command and, because every generation's
 sampling and episodes are seeded from (--seed, generation), continues exactly as if never stopped.
+
+A fine-tune in a slow real game can afford a few dozen episodes per generation, too few for the tens of
+thousands of parameters of a cloned controller: ``--tune bias`` searches only the named tensors (here the
+output bias) and keeps the others at ``--init``'s, and ``--common-seeds`` gives every candidate the same
+episodes, so candidates are compared on the same tracks.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import pickle
 import time
 from dataclasses import dataclass
@@ -27,7 +33,7 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 from agents.backends import EnvArgs, make_evaluator, probe_config
-from agents.rollout import Evaluator, derive_seed
+from agents.rollout import Evaluator, Scores, derive_seed
 from agents.runlog import COLUMNS, log_row, plot_fitness, write_csv
 from dreamgym.checkpoint import CheckpointError, load_json, save_json
 from dreamgym.controller import Controller, ControllerConfig
@@ -59,6 +65,14 @@ class TrainArgs(EnvArgs):
     """controller bias (default: the paper's choice for the game, no bias for TakeCover, else bias)"""
     hidden: int = 0
     """width of the controller's tanh hidden layer (0: the paper's linear controller)"""
+    skip: bool = False
+    """with --hidden: also a linear map of the observation beside the hidden layer (ControllerConfig.skip)"""
+    common_seeds: bool = False
+    """every candidate of a generation plays the same --episodes seeds (common random numbers: in games as
+    varied as CarRacing's tracks, candidates are then ranked by how they drive, not by the tracks they drew)"""
+    tune: str = "all"
+    """all, or comma-separated controller tensors (e.g. ``bias``) that the ES searches while the others keep
+    --init's values: a real-game fine-tune of a large controller in the few dimensions real episodes can afford"""
     eval_every: int = 25
     """evaluate the ES mean on --eval-episodes episodes every N generations; 0 = never"""
     eval_episodes: int = 1024
@@ -100,6 +114,38 @@ def initial_mean(args: TrainArgs, config: ControllerConfig) -> np.ndarray:
         changes = ", ".join(f"{k}: {old!r} (controller) vs {new!r} ({args.env})" for k, (old, new) in diff.items())
         raise ValueError(f"--init {args.init} does not fit {args.env}: {changes}")
     return start.params.astype(np.float64)
+
+
+@dataclass(frozen=True)
+class Subspace:
+    """The entries ``index`` of the flat parameters that the ES searches; the others stay at ``base``."""
+
+    base: np.ndarray
+    index: np.ndarray
+
+    def expand(self, solutions: np.ndarray) -> np.ndarray:
+        """ES solutions (P, k) -> full flat parameters (P, n)."""
+        full = np.repeat(self.base[None], len(solutions), axis=0)
+        full[:, self.index] = solutions
+        return full
+
+
+def search_subspace(args: TrainArgs, config: ControllerConfig, x0: np.ndarray) -> Subspace:
+    """What ``--tune`` lets the ES move: every parameter, or the named tensors of ``--init``'s controller."""
+    if args.tune == "all":
+        return Subspace(x0, np.arange(config.n_params))
+    if args.init is None:
+        raise ValueError(f"--tune {args.tune!r} needs --init: the controller whose other tensors stay fixed")
+    offsets, start = {}, 0
+    for name, shape in config.param_shapes().items():
+        offsets[name] = np.arange(start, start + math.prod(shape))
+        start += math.prod(shape)
+    names = [part for part in args.tune.split(",") if part]
+    unknown = sorted(set(names) - set(offsets))
+    if unknown or not names:
+        raise ValueError(f"--tune must be all or comma-separated tensors of the controller ({', '.join(offsets)}); "
+                         f"got {args.tune!r}")  # fmt: skip
+    return Subspace(x0, np.concatenate([offsets[name] for name in dict.fromkeys(names)]))
 
 
 def new_es(x0: np.ndarray, args: TrainArgs) -> cma.CMAEvolutionStrategy:
@@ -160,7 +206,8 @@ def load_checkpoint(path: Path) -> RunState:
 
 
 def _check_same_run(out: Path, args: TrainArgs) -> None:
-    saved = load_json(out / "args.json")
+    defaults = {field.name: field.default for field in dataclasses.fields(TrainArgs)}
+    saved = defaults | load_json(out / "args.json")  # runs saved before a setting existed had its default
     current = dataclasses.asdict(args)
     diff = {k: (saved.get(k), v) for k, v in current.items() if k not in _RESUMABLE and saved.get(k) != v}
     if diff:
@@ -168,7 +215,7 @@ def _check_same_run(out: Path, args: TrainArgs) -> None:
         raise ValueError(f"{out} holds a run with other settings ({changes}); pass another --out to start a new run")
 
 
-def _save_outputs(out: Path, state: RunState, config: ControllerConfig, args: TrainArgs) -> None:
+def _save_outputs(out: Path, state: RunState, config: ControllerConfig, subspace: Subspace, args: TrainArgs) -> None:
     """best/ and mean/ controllers, fitness.csv and fitness.png for the state after a generation."""
     provenance = {
         "trained_by": "agents.cmaes",
@@ -178,7 +225,7 @@ def _save_outputs(out: Path, state: RunState, config: ControllerConfig, args: Tr
         "run": str(out),
     }
     Controller(config, state.best_params).save(out / "best", {**provenance, "fitness": state.best_fitness})
-    Controller(config, state.es.mean).save(out / "mean", provenance)
+    Controller(config, subspace.expand(state.es.mean[None])[0]).save(out / "mean", provenance)
     write_csv(out / "fitness.csv", state.history)
     plot_fitness(out / "fitness.png", state.history, f"CMA-ES on {args.env}")
 
@@ -189,7 +236,9 @@ def train(args: TrainArgs) -> Path:
         raise ValueError("--popsize, --episodes and --generations must be >= 1, --eval-every and --seed >= 0")
     out = run_dir(args)
     checkpoint = out / "checkpoint" / "state.npz"
-    config = probe_config(args, args.bias, args.hidden)
+    config = probe_config(args, args.bias, args.hidden, args.skip)
+    x0 = initial_mean(args, config)  # before anything is written: a misfit --init leaves no run behind
+    subspace = search_subspace(args, config, x0)
     if checkpoint.exists():
         _check_same_run(out, args)
         try:
@@ -199,10 +248,9 @@ def train(args: TrainArgs) -> Path:
         if len(state.best_params) != config.n_params:
             raise ValueError(f"{checkpoint}: {len(state.best_params)} parameters, the env needs {config.n_params}")
     else:
-        x0 = initial_mean(args, config)  # before anything is written: a misfit --init leaves no run behind
         save_json(out / "args.json", dataclasses.asdict(args))
         empty = np.zeros((0, len(COLUMNS)))
-        state = RunState(new_es(x0, args), 0, empty, x0.copy(), -np.inf)
+        state = RunState(new_es(x0[subspace.index], args), 0, empty, x0.copy(), -np.inf)
     evaluator = make_evaluator(args, config)
     writer = SummaryWriter(str(out / "tb"), purge_step=state.generation or None)
     bar = tqdm(
@@ -213,9 +261,9 @@ def train(args: TrainArgs) -> Path:
     )
     try:
         for gen in bar:
-            row = run_generation(state, evaluator, args, gen)
+            row = run_generation(state, evaluator, subspace, args, gen)
             log_row(writer, row)
-            _save_outputs(out, state, config, args)
+            _save_outputs(out, state, config, subspace, args)
             save_checkpoint(checkpoint, state)  # last: the commit point of this generation
             bar.set_postfix(best=f"{row[1]:.1f}", mean=f"{row[2]:.1f}")
     finally:
@@ -224,21 +272,27 @@ def train(args: TrainArgs) -> Path:
     return out
 
 
-def run_generation(state: RunState, evaluator: Evaluator, args: TrainArgs, gen: int) -> np.ndarray:
+def run_generation(state: RunState, evaluator: Evaluator, subspace: Subspace, args: TrainArgs, gen: int) -> np.ndarray:
     """Ask, score, tell (and maybe evaluate the ES mean); updates ``state`` and returns the history row."""
     start = time.perf_counter()
     state.es.opts["randn"].reseed(args.seed, gen, _SAMPLE_STREAM)
-    solutions = np.asarray(state.es.ask())  # (P, n) float64
-    scores = evaluator.evaluate(solutions, args.episodes, derive_seed(args.seed, gen, _TRAIN_STREAM))
+    solutions = np.asarray(state.es.ask())  # (P, k) float64, k = the searched parameters
+    candidates = subspace.expand(solutions)
+    seed = derive_seed(args.seed, gen, _TRAIN_STREAM)
+    if args.common_seeds:
+        each = [evaluator.evaluate(candidate[None], args.episodes, seed) for candidate in candidates]
+        scores = Scores(*(np.concatenate([getattr(s, f.name) for s in each]) for f in dataclasses.fields(Scores)))
+    else:
+        scores = evaluator.evaluate(candidates, args.episodes, seed)
     fitness = scores.returns.mean(axis=1)
     state.es.tell(list(solutions), penalised_costs(fitness, solutions, args.weight_decay).tolist())
     if fitness.max() > state.best_fitness:
-        state.best_params, state.best_fitness = solutions[fitness.argmax()].copy(), float(fitness.max())
+        state.best_params, state.best_fitness = candidates[fitness.argmax()].copy(), float(fitness.max())
     eval_mean = eval_std = np.nan
     steps = int(scores.lengths.sum())
     if args.eval_every and (gen + 1) % args.eval_every == 0:
         evaluation = evaluator.evaluate(
-            state.es.mean[None], args.eval_episodes, derive_seed(args.seed, gen, _EVAL_STREAM)
+            subspace.expand(state.es.mean[None]), args.eval_episodes, derive_seed(args.seed, gen, _EVAL_STREAM)
         )
         eval_mean, eval_std = evaluation.returns.mean(), evaluation.returns.std()
         steps += int(evaluation.lengths.sum())

@@ -22,7 +22,7 @@ import agents.cmaes as cmaes
 from agents.backends import make_evaluator
 from agents.cmaes import TrainArgs, load_checkpoint, penalised_costs, run_dir, train
 from agents.evaluate import EvalArgs, evaluate
-from agents.rollout import Scores, VectorEvaluator, make_vector_env, rollout_population
+from agents.rollout import Scores, VectorEvaluator, episode_seeds, make_vector_env, rollout_population
 from agents.runlog import COLUMNS, read_csv
 from agents.workers import PoolEvaluator, RayEvaluator
 from dreamgym.controller import Controller, ControllerConfig
@@ -229,6 +229,33 @@ def test_weight_decay_penalises_large_weights() -> None:
     np.testing.assert_allclose(costs, [-10 + 0.5 * 0.01, -10 + 0.5 * 9.0])
 
 
+class RecordingEvaluator:
+    """Scores every episode by its seed alone and records each call's (candidates, seed)."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[int, int]] = []
+
+    def evaluate(self, params: np.ndarray, episodes: int, seed: int) -> Scores:
+        self.calls.append((len(params), seed))
+        seeds = episode_seeds(seed, len(params), episodes)
+        return Scores((seeds % 97).astype(np.float64), np.ones_like(seeds), seeds)
+
+
+@pytest.mark.parametrize("common", [False, True])
+def test_common_seeds_give_every_candidate_the_same_episodes(tmp_path: Path, common: bool) -> None:
+    args = small_run(tmp_path, "common", popsize=5, episodes=3, common_seeds=common)
+    x0 = np.zeros(4)
+    state = cmaes.RunState(cmaes.new_es(x0, args), 0, np.zeros((0, len(COLUMNS))), x0, -np.inf)
+    evaluator = RecordingEvaluator()
+    row = cmaes.run_generation(state, evaluator, cmaes.Subspace(x0, np.arange(4)), args, gen=0)  # type: ignore[arg-type]
+    best, worst = row[COLUMNS.index("best")], row[COLUMNS.index("worst")]
+    if common:  # five one-candidate calls on one seed: equal episodes, equal scores
+        assert len(evaluator.calls) == 5 and len({c for c in evaluator.calls}) == 1 and evaluator.calls[0][0] == 1
+        assert best == worst
+    else:
+        assert evaluator.calls == [(5, evaluator.calls[0][1])] and best > worst
+
+
 def small_run(tmp_path: Path, name: str, **overrides: Any) -> TrainArgs:
     base = TrainArgs(
         env="CartPole-v1",
@@ -274,6 +301,16 @@ def test_cmaes_solves_cartpole(tmp_path: Path) -> None:
     solved = run_dir(args) / "mean"
     tune = dataclasses.replace(args, out=str(tmp_path / "tune"), init=str(solved), sigma0=0.01, generations=1)
     assert read_csv(train(tune) / "fitness.csv")[0, COLUMNS.index("mean")] >= 60
+    # ... --tune bias searches the bias only: the weights of every candidate stay the --init's
+    bias_only = dataclasses.replace(tune, out=str(tmp_path / "bias"), tune="bias", sigma0=0.5)
+    start, tuned = Controller.load(solved), Controller.load(train(bias_only) / "best")
+    np.testing.assert_array_equal(tuned.weight, start.weight)
+    assert not np.array_equal(tuned.bias, start.bias)
+    assert not np.array_equal(Controller.load(tmp_path / "bias" / "mean").bias, start.bias)
+    with pytest.raises(ValueError, match="--tune 'bias' needs --init"):
+        train(dataclasses.replace(bias_only, init=None, out=str(tmp_path / "no_init")))
+    with pytest.raises(ValueError, match=r"tensors of the controller \(weight, bias\); got 'skip.weight'"):
+        train(dataclasses.replace(bias_only, tune="skip.weight", out=str(tmp_path / "unknown")))
     # ... and a controller for another env fails before the run folder holds anything
     other = dataclasses.replace(tune, env="MountainCarContinuous-v0", env_kwargs="{}", out=str(tmp_path / "other"))
     with pytest.raises(ValueError, match="does not fit MountainCarContinuous-v0: obs_dim: 4"):
