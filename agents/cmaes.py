@@ -60,7 +60,7 @@ class TrainArgs(EnvArgs):
     init: str | None = None
     """controller folder whose parameters are the ES's starting mean (default: zeros); it must fit --env"""
     weight_decay: float = 0.0
-    """L2 penalty: the ES maximises mean return - weight_decay * mean(params ** 2)"""
+    """L2 penalty: the ES maximises mean return - weight_decay * mean(params ** 2), over the params it searches"""
     bias: bool | None = None
     """controller bias (default: the paper's choice for the game, no bias for TakeCover, else bias)"""
     hidden: int = 0
