@@ -21,7 +21,6 @@ episodes, so candidates are compared on the same tracks.
 from __future__ import annotations
 
 import dataclasses
-import math
 import pickle
 import time
 from dataclasses import dataclass
@@ -136,16 +135,13 @@ def search_subspace(args: TrainArgs, config: ControllerConfig, x0: np.ndarray) -
         return Subspace(x0, np.arange(config.n_params))
     if args.init is None:
         raise ValueError(f"--tune {args.tune!r} needs --init: the controller whose other tensors stay fixed")
-    offsets, start = {}, 0
-    for name, shape in config.param_shapes().items():
-        offsets[name] = np.arange(start, start + math.prod(shape))
-        start += math.prod(shape)
+    slices = config.param_slices()
     names = [part for part in args.tune.split(",") if part]
-    unknown = sorted(set(names) - set(offsets))
-    if unknown or not names:
-        raise ValueError(f"--tune must be all or comma-separated tensors of the controller ({', '.join(offsets)}); "
+    if not names or set(names) - set(slices):
+        raise ValueError(f"--tune must be all or comma-separated tensors of the controller ({', '.join(slices)}); "
                          f"got {args.tune!r}")  # fmt: skip
-    return Subspace(x0, np.concatenate([offsets[name] for name in dict.fromkeys(names)]))
+    index = np.arange(config.n_params)
+    return Subspace(x0, np.concatenate([index[slices[name]] for name in dict.fromkeys(names)]))
 
 
 def new_es(x0: np.ndarray, args: TrainArgs) -> cma.CMAEvolutionStrategy:

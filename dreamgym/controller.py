@@ -121,6 +121,14 @@ class ControllerConfig:
             shapes["skip.weight"] = (self.action_out, self.obs_dim)
         return shapes
 
+    def param_slices(self) -> dict[str, slice]:
+        """Name -> where each tensor of :meth:`param_shapes` lies in the flat parameter vector."""
+        slices, start = {}, 0
+        for name, shape in self.param_shapes().items():
+            slices[name] = slice(start, start + math.prod(shape))
+            start += math.prod(shape)
+        return slices
+
     @property
     def n_params(self) -> int:
         return sum(math.prod(shape) for shape in self.param_shapes().values())
@@ -187,12 +195,8 @@ def squash_outputs(config: ControllerConfig, y: np.ndarray) -> np.ndarray:
 
 def unflatten(config: ControllerConfig, params: torch.Tensor) -> dict[str, torch.Tensor]:
     """Flat parameters (P, n) -> each tensor of :meth:`ControllerConfig.param_shapes`, batched (P, *shape)."""
-    tensors, start = {}, 0
-    for name, shape in config.param_shapes().items():
-        size = math.prod(shape)
-        tensors[name] = params[:, start : start + size].reshape(len(params), *shape)
-        start += size
-    return tensors
+    shapes = config.param_shapes()
+    return {name: params[:, where].reshape(len(params), *shapes[name]) for name, where in config.param_slices().items()}
 
 
 def flatten(config: ControllerConfig, tensors: dict[str, torch.Tensor]) -> np.ndarray:
