@@ -10,7 +10,7 @@ import torch
 
 from agents.ensemble import average_controllers, main
 from dreamgym.controller import Controller, ControllerConfig, population_outputs
-from tests.test_controller import game_env
+from tests.spaces_env import game_env
 
 
 def pre_tanh(controller: Controller, obs: np.ndarray) -> np.ndarray:
