@@ -167,13 +167,16 @@ def penalised_costs(fitness: np.ndarray, solutions: np.ndarray, weight_decay: fl
 
 @dataclass
 class RunState:
-    """Everything a run needs to continue: the ES, finished generations, history, best candidate so far."""
+    """Everything a run needs to continue: the ES, finished generations, history, best candidate so far,
+    and the starting parameters (``--init``'s, whose tensors outside ``--tune`` stay fixed; None in runs
+    checkpointed before they were saved)."""
 
     es: cma.CMAEvolutionStrategy
     generation: int
     history: np.ndarray
     best_params: np.ndarray
     best_fitness: float
+    start: np.ndarray | None
 
 
 _STATE_KEYS = ("es", "generation", "history", "best_params", "best_fitness")
@@ -189,16 +192,18 @@ def save_checkpoint(path: Path, state: RunState) -> None:
             "history": state.history,
             "best_params": state.best_params,
             "best_fitness": np.asarray(state.best_fitness),
-        },
+        }
+        | ({} if state.start is None else {"start": state.start}),
     )
 
 
 def load_checkpoint(path: Path) -> RunState:
-    data = load_arrays(path, _STATE_KEYS)
+    data = load_arrays(path, _STATE_KEYS, optional=("start",))
     # The ES is pycma's own pickle. It is local run state that this run wrote into its own folder, not
     # a file a user downloads; controllers, the files that are shared, are safetensors + JSON.
     es = pickle.loads(data["es"].tobytes())
-    return RunState(es, int(data["generation"]), data["history"], data["best_params"], float(data["best_fitness"]))
+    generation, best_fitness = int(data["generation"]), float(data["best_fitness"])
+    return RunState(es, generation, data["history"], data["best_params"], best_fitness, data.get("start"))
 
 
 def _check_same_run(out: Path, args: TrainArgs) -> None:
@@ -243,10 +248,13 @@ def train(args: TrainArgs) -> Path:
             raise CheckpointError(f"cannot resume: {err}") from err
         if len(state.best_params) != config.n_params:
             raise ValueError(f"{checkpoint}: {len(state.best_params)} parameters, the env needs {config.n_params}")
+        if state.start is not None and not np.array_equal(state.start, x0):
+            raise ValueError(f"--init {args.init} has changed since {out} started; its fixed tensors would change "
+                             "mid-run: restore it or pass another --out")  # fmt: skip
     else:
         save_json(out / "args.json", dataclasses.asdict(args))
         empty = np.zeros((0, len(COLUMNS)))
-        state = RunState(new_es(x0[subspace.index], args), 0, empty, x0.copy(), -np.inf)
+        state = RunState(new_es(x0[subspace.index], args), 0, empty, x0.copy(), -np.inf, x0)
     evaluator = make_evaluator(args, config)
     writer = SummaryWriter(str(out / "tb"), purge_step=state.generation or None)
     bar = tqdm(

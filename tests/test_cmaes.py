@@ -245,7 +245,7 @@ class RecordingEvaluator:
 def test_common_seeds_give_every_candidate_the_same_episodes(tmp_path: Path, common: bool) -> None:
     args = small_run(tmp_path, "common", popsize=5, episodes=3, common_seeds=common)
     x0 = np.zeros(4)
-    state = cmaes.RunState(cmaes.new_es(x0, args), 0, np.zeros((0, len(COLUMNS))), x0, -np.inf)
+    state = cmaes.RunState(cmaes.new_es(x0, args), 0, np.zeros((0, len(COLUMNS))), x0, -np.inf, x0)
     evaluator = RecordingEvaluator()
     row = cmaes.run_generation(state, evaluator, cmaes.Subspace(x0, np.arange(4)), args, gen=0)  # type: ignore[arg-type]
     best, worst = row[COLUMNS.index("best")], row[COLUMNS.index("worst")]
@@ -307,6 +307,10 @@ def test_cmaes_solves_cartpole(tmp_path: Path) -> None:
     np.testing.assert_array_equal(tuned.weight, start.weight)
     assert not np.array_equal(tuned.bias, start.bias)
     assert not np.array_equal(Controller.load(tmp_path / "bias" / "mean").bias, start.bias)
+    # resuming after --init changed would change the fixed weights mid-run
+    Controller(start.config, start.params + 1).save(solved)
+    with pytest.raises(ValueError, match="has changed since"):
+        train(dataclasses.replace(bias_only, generations=2))
     with pytest.raises(ValueError, match="--tune 'bias' needs --init"):
         train(dataclasses.replace(bias_only, init=None, out=str(tmp_path / "no_init")))
     with pytest.raises(ValueError, match=r"tensors of the controller \(weight, bias\); got 'skip.weight'"):
