@@ -324,7 +324,7 @@ class TrackExpert:
     Scores over seeds 1,000,000-1,000,099 (``replay_game``, the same returns as drawn): the default
     905.2 +- 51.7 (8 laps below 900); without damping, at gain 1.5 (the expert before session 6) 878.2 +-
     132.4; ``TrackExpert(1.5, 0.1, 110, 60, 0.5, braking_plan=True)`` 922.7 +- 6.1, but a linear clone fit
-    to its labels in the states of slower drivers learns to accelerate everywhere (README, CarRacing).
+    to its labels in the states of slower drivers learns to accelerate everywhere (docs/carracing.md).
     """
 
     gain: float = 1.2
@@ -419,7 +419,7 @@ CARRACING = GameSpec(
     exploration=_carracing_exploration,
     render_fps=50,
     # M samples each of z's 32 dims on its own: at tau 1 the dreamed road dissolves within ~20 steps even with
-    # the real actions replayed, at 0.1 it stays (README, CarRacing).
+    # the real actions replayed, at 0.1 it stays (docs/carracing.md).
     dream_temperature=0.1,
     explorations={
         "random-linear": _random_linear_controller,

@@ -143,7 +143,7 @@ GAME_PRESETS: dict[tuple[str, str], Preset] = {
     # CarRacing round 0 (README, Results): CarRacing-v3 renders at ~60 steps/s per busy core here, so data is the
     # bottleneck: 275 episodes of 1,000 steps in 60 min with 2 workers, V on the first 100 while collection went on
     # (1,500 steps, 38 min), M 60 epochs x 17 steps (18 min), CMA-ES in the dream at tau 1.0 (9 min). Since
-    # then its dreams start after the zoom-in (frame 60) at the game's tau 0.1; the README's later rounds add
+    # then its dreams start after the zoom-in (frame 60) at the game's tau 0.1; docs/carracing.md's later rounds add
     # steady-follower demonstrations, agents.imitate and iterations, which this preset does not run.
     ("carracing", "session"): Preset(
         episodes=275,
