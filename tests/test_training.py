@@ -440,6 +440,47 @@ def test_quick_pipeline_shape_on_synthetic_data(
         pipeline_module.run_pipeline(dataclasses.replace(args, preset="huge"))
 
 
+@pytest.mark.slow
+def test_pipeline_trains_the_controller_by_dagger(
+    tiny_bundle, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--trainer dagger``: the controller stage runs agents.dagger in the real game with the preset's DAgger
+    sizes, the evaluate stage scores its best round, and the dream-temperature sweep does not run."""
+    dagger = pipeline_module.DaggerPreset(demos=2, rounds=1, episodes_per_round=2, eval_episodes=2, max_steps=40,
+                                          expert_share=0.5, expert='{"gas": 0.2}')  # fmt: skip
+    tiny = dataclasses.replace(pipeline_module.PRESETS["quick"], eval_episodes=3, sweep_taus=(1.0,), dagger=dagger)
+    monkeypatch.setitem(pipeline_module.PRESETS, "tiny", tiny)
+    scored: list[Any] = []
+
+    def fake_evaluate(args: Any) -> dict[str, Any]:  # the real game's 1,000-step episodes are not this test's
+        scored.append(args)
+        return {"mean": 1.0, "std": 0.0, "returns": [1.0] * args.episodes}
+
+    monkeypatch.setattr(pipeline_module, "evaluate", fake_evaluate)
+    args = pipeline_module.PipelineArgs(game="carracing", preset="tiny", out=str(tmp_path / "run"), threads=1,
+                                        world_model=str(tiny_bundle("carracing")), trainer="dagger")  # fmt: skip
+    ctx = pipeline_module.run_pipeline(args)
+    run = json.loads((ctx.out / "dagger" / "dagger.json").read_text())
+    assert [r["round"] for r in run["rounds"]] == [0, 1] and run["rounds"][-1]["episodes_total"] == 4
+    assert json.loads((ctx.out / "dagger" / "args.json").read_text())["expert"] == '{"gas": 0.2}'
+    (call,) = scored
+    assert call.controller == str(ctx.out / "dagger" / "best") and call.episodes == 3
+    assert (ctx.out / "dagger" / "best" / "controller.json").is_file()
+    assert "real-game score of the DAgger-trained controller" in capsys.readouterr().out
+    assert set(json.loads((ctx.out / "timings.json").read_text())) == {"controller", "evaluate"}
+
+
+def test_pipeline_dagger_settings_that_cannot_work_fail_before_any_stage(tmp_path: Path) -> None:
+    args = pipeline_module.PipelineArgs(out=str(tmp_path / "run"), trainer="dagger")
+    with pytest.raises(ValueError, match="'takecover' has no scripted expert"):
+        pipeline_module.run_pipeline(args)
+    with pytest.raises(ValueError, match="preset 'paper' has no DAgger sizes"):
+        pipeline_module.run_pipeline(dataclasses.replace(args, game="carracing", preset="paper"))
+    with pytest.raises(ValueError, match="--trainer must be cmaes or dagger, got 'ppo'"):
+        pipeline_module.run_pipeline(dataclasses.replace(args, trainer="ppo"))
+    assert not (tmp_path / "run").exists()
+
+
 def test_epoch_batches_cover_every_episode_once_with_little_padding() -> None:
     lengths = np.random.default_rng(0).integers(100, 1000, size=103)
     batches = epoch_batches(lengths, 8, 4, np.random.default_rng(1))

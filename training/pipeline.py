@@ -21,7 +21,11 @@ added up in ``timings.json``.
 
 The controller is trained with CMA-ES only inside the dream (``dreamgym/<Game>Dream-v0``) and then
 scored in the real game through the latent wrapper (``dreamgym/<Game>Latent-v0``); the evaluate stage's last
-line is that real-game score.
+line is that real-game score. ``--trainer dagger`` trains it instead by DAgger with the game's scripted expert
+in the real game (:mod:`agents.dagger`, into ``dagger/``; CarRacing's shipped controller was made so) and
+scores its best round the same way::
+
+    python -m training.pipeline --game carracing --preset quick --world-model carracing --trainer dagger
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from agents.cmaes import train as train_controller
+from agents.dagger import DaggerArgs, DaggerRun
 from agents.evaluate import REAL_SEEDS, EvalArgs, evaluate
 from agents.temperature_sweep import SweepArgs, tau_dir
 from agents.temperature_sweep import sweep as temperature_sweep
@@ -42,10 +47,46 @@ from dreamgym.envs.registration import latent_id
 from dreamgym.games import get_game
 from training.bundle import BundleArgs, build_bundle
 from training.cli import parse_args
-from training.collect import CollectArgs, collect
+from training.collect import CollectArgs, collect, require_expert
 from training.encode import EncodeArgs, encode
 from training.mdnrnn import MDNRNNArgs, train_mdnrnn
 from training.vae import VAEArgs, train_vae
+
+
+@dataclass(frozen=True)
+class DaggerPreset:
+    """Sizes of ``--trainer dagger`` (:mod:`agents.dagger`): the game's scripted expert teaches C in the real game."""
+
+    demos: int
+    """expert demonstrations cloned into round 0"""
+    rounds: int
+    episodes_per_round: int
+    """real episodes the latest clone plays each round, labelled by the expert"""
+    eval_episodes: int
+    """real selection episodes scoring each round (the best round is the stage's controller)"""
+    expert_share: float = 0.15
+    """share of round 1's steps the expert plays, times share_decay each round after"""
+    share_decay: float = 2 / 3
+    hidden: int = 0
+    """width of the clone's tanh hidden layer (0: the paper's linear C)"""
+    hidden_outputs: str = "all"
+    """with hidden: the outputs the hidden layer drives, the others linear"""
+    epochs: int = 30
+    lr: float = 1e-3
+    batch_size: int = 512
+    std_floor: float = 1e-6
+    expert: str | None = None
+    """the expert's settings, a JSON object overriding its defaults"""
+    max_steps: int | None = None
+    """cap on the stage's real episodes (None: the game's own)"""
+
+
+# The settings of CarRacing's shipped controller (README, Results: braking expert, a hidden layer for steering and
+# brake, 300 episodes a round), started from 300 demonstrations instead of the 3,300 relabelled episodes it had; this
+# preset's own score has not been measured.
+SESSION_DAGGER = DaggerPreset(demos=300, rounds=3, episodes_per_round=300, eval_episodes=20, hidden=256,
+                              hidden_outputs="0,2", epochs=12, lr=2e-3, batch_size=2048, std_floor=0.1,
+                              expert='{"braking_plan": true}')  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -79,6 +120,8 @@ class Preset:
     """V trains on the first N collected episodes (None: all of them); M always sees all"""
     initial_step: int = 0
     """dreams start from this frame of real episodes (training.bundle --initial-step)"""
+    dagger: DaggerPreset | None = None
+    """sizes of the controller stage with ``--trainer dagger`` (None: this preset has none)"""
 
 
 PRESETS: dict[str, Preset] = {
@@ -98,6 +141,7 @@ PRESETS: dict[str, Preset] = {
         cmaes_popsize=32,
         cmaes_episodes=8,
         eval_episodes=50,
+        dagger=DaggerPreset(demos=40, rounds=2, episodes_per_round=30, eval_episodes=10),
     ),
     # Round 0 of the shipped TakeCover world model (README, Results): the paper's model sizes, data and steps cut
     # to one session on 2 AVX2 CPU cores (V trains at ~235 images/s there): V 4,000 steps (~0.65 epoch) at a 5x
@@ -117,6 +161,7 @@ PRESETS: dict[str, Preset] = {
         cmaes_popsize=32,
         cmaes_episodes=16,
         eval_episodes=100,
+        dagger=SESSION_DAGGER,
     ),
     # The paper: 10k episodes, V 10 epochs, M 512 units ~4k steps of 100 whole episodes (<= 1000 steps).
     "paper": Preset(
@@ -161,6 +206,7 @@ GAME_PRESETS: dict[tuple[str, str], Preset] = {
         cmaes_popsize=32,
         cmaes_episodes=8,
         eval_episodes=100,
+        dagger=SESSION_DAGGER,
     ),
 }
 
@@ -197,6 +243,9 @@ class PipelineArgs:
     """dream temperature tau for controller training (default: the game's, 1.15 for TakeCover)"""
     obs_mode: str | None = None
     """controller input: zh, zch or z (default: the paper's for the game, zch for TakeCover, zh for CarRacing)"""
+    trainer: str = "cmaes"
+    """how the controller stage trains C: cmaes (CMA-ES inside the dream, the paper's) or dagger (imitation of
+    the game's scripted expert in the real game, agents.dagger; the preset's dagger sizes)"""
     world_model: str | None = None
     """train the controller in this bundle (a folder, or a shipped name such as takecover) and skip the stages
     that build one (collect, vae, encode, mdnrnn, bundle)"""
@@ -246,6 +295,27 @@ class Context:
     @property
     def controller(self) -> Path:
         return tau_dir(self.sweep, self.temperature) if self.preset.sweep_taus else self.out / "controller"
+
+    @property
+    def dagger(self) -> Path:
+        return self.out / "dagger"
+
+    @property
+    def trained_controller(self) -> Path:
+        """The controller folder the evaluate stage scores: CMA-ES's final mean, or DAgger's best round."""
+        return self.dagger / "best" if self.args.trainer == "dagger" else self.controller / "mean"
+
+    def dagger_args(self) -> DaggerArgs:
+        a, d = self.args, self.preset.dagger
+        if d is None:
+            raise ValueError(f"preset {a.preset!r} has no DAgger sizes for --trainer dagger")
+        return DaggerArgs(game=a.game, expert=d.expert, out=str(self.dagger), world_model=str(self.world_model),
+                          demos=d.demos, rounds=d.rounds, episodes_per_round=d.episodes_per_round,
+                          expert_share=d.expert_share, share_decay=d.share_decay, player="latest",
+                          hidden=d.hidden, hidden_outputs=d.hidden_outputs, epochs=d.epochs, lr=d.lr,
+                          batch_size=d.batch_size, std_floor=d.std_floor, eval_episodes=d.eval_episodes,
+                          max_steps=d.max_steps, seed=a.seed, workers=a.workers, device=a.device,
+                          threads=a.threads)  # fmt: skip
 
     def sweep_args(self) -> SweepArgs:
         """The preset's CMA-ES and scoring settings as a sweep over its ``sweep_taus`` (maybe none)."""
@@ -334,6 +404,9 @@ def run_bundle(ctx: Context) -> None:
 
 
 def run_controller(ctx: Context) -> None:
+    if ctx.args.trainer == "dagger":
+        DaggerRun(ctx.dagger_args()).run()
+        return
     # the sweep's own settings, so that with a sweep this is exactly its run at ctx.temperature
     train_controller(sweep_train_args(ctx.sweep_args(), ctx.args.game, ctx.temperature, ctx.controller))
 
@@ -348,14 +421,15 @@ def run_evaluate(ctx: Context) -> None:
             device=a.device,
             threads=a.threads,
             workers=a.workers,
-            controller=str(ctx.controller / "mean"),
+            controller=str(ctx.trained_controller),
             episodes=ctx.preset.eval_episodes,
             seed=REAL_SEEDS + a.seed,
             out=str(ctx.out / "evaluation.json"),
         )
     )
+    trained = "DAgger-trained" if a.trainer == "dagger" else "dream-trained"
     print(
-        f"real-game score of the dream-trained controller: {report['mean']:.1f} ± {report['std']:.1f} "
+        f"real-game score of the {trained} controller: {report['mean']:.1f} ± {report['std']:.1f} "
         f"over {len(report['returns'])} episodes"
     )
 
@@ -391,11 +465,17 @@ def run_pipeline(args: PipelineArgs) -> Context:
     ctx = Context(args, preset_for(args.game, args.preset), Path(args.out or f"runs/{args.game}-{args.preset}"))
     if args.world_model is not None and args.stop_after in BUILD_STAGES:
         raise ValueError(f"--stop-after {args.stop_after} names a stage that --world-model skips")
+    if args.trainer not in ("cmaes", "dagger"):
+        raise ValueError(f"--trainer must be cmaes or dagger, got {args.trainer!r}")
+    if args.trainer == "dagger":  # before any stage runs: hours of world model, then no expert
+        require_expert(get_game(args.game))
+        ctx.dagger_args()
     times: dict[str, float] = {}
     timings_path = ctx.out / "timings.json"
     timings = load_json(timings_path) if timings_path.is_file() else {}
     for name, stage in STAGES:
-        if (args.world_model is not None and name in BUILD_STAGES) or (name == "sweep" and not ctx.preset.sweep_taus):
+        no_sweep = not ctx.preset.sweep_taus or args.trainer == "dagger"  # the sweep is of dream temperatures
+        if (args.world_model is not None and name in BUILD_STAGES) or (name == "sweep" and no_sweep):
             continue
         start, cpu = time.perf_counter(), cpu_seconds()
         print(f"== {name} ==", flush=True)
