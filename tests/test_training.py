@@ -19,6 +19,7 @@ import torch
 
 import training.mdnrnn as mdnrnn_module
 import training.pipeline as pipeline_module
+from agents.dagger import DaggerArgs
 from dreamgym.checkpoint import CheckpointError
 from dreamgym.data import Episode, episode_path, list_episodes, load_episode, save_arrays, save_episode
 from dreamgym.models.mdnrnn import MDNRNN, MDNRNNConfig
@@ -446,8 +447,9 @@ def test_pipeline_trains_the_controller_by_dagger(
 ) -> None:
     """``--trainer dagger``: the controller stage runs agents.dagger in the real game with the preset's DAgger
     sizes, the evaluate stage scores its best round, and the dream-temperature sweep does not run."""
-    dagger = pipeline_module.DaggerPreset(demos=2, rounds=1, episodes_per_round=2, eval_episodes=2, max_steps=40,
-                                          expert_share=0.5, expert='{"gas": 0.2}')  # fmt: skip
+    dagger = DaggerArgs(
+        demos=2, rounds=1, episodes_per_round=2, eval_episodes=2, max_steps=40, expert_share=0.5, expert='{"gas": 0.2}'
+    )
     tiny = dataclasses.replace(pipeline_module.PRESETS["quick"], eval_episodes=3, sweep_taus=(1.0,), dagger=dagger)
     monkeypatch.setitem(pipeline_module.PRESETS, "tiny", tiny)
     scored: list[Any] = []

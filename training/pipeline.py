@@ -30,6 +30,7 @@ scores its best round the same way::
 
 from __future__ import annotations
 
+import dataclasses
 import resource
 import time
 from collections.abc import Callable
@@ -38,6 +39,7 @@ from pathlib import Path
 
 from agents.cmaes import train as train_controller
 from agents.dagger import DaggerArgs, DaggerRun
+from agents.dagger import validate_args as validate_dagger_args
 from agents.evaluate import REAL_SEEDS, EvalArgs, evaluate
 from agents.temperature_sweep import SweepArgs, tau_dir
 from agents.temperature_sweep import sweep as temperature_sweep
@@ -47,46 +49,18 @@ from dreamgym.envs.registration import latent_id
 from dreamgym.games import get_game
 from training.bundle import BundleArgs, build_bundle
 from training.cli import parse_args
-from training.collect import CollectArgs, collect, require_expert
+from training.collect import CollectArgs, collect
 from training.encode import EncodeArgs, encode
 from training.mdnrnn import MDNRNNArgs, train_mdnrnn
 from training.vae import VAEArgs, train_vae
 
-
-@dataclass(frozen=True)
-class DaggerPreset:
-    """Sizes of ``--trainer dagger`` (:mod:`agents.dagger`): the game's scripted expert teaches C in the real game."""
-
-    demos: int
-    """expert demonstrations cloned into round 0"""
-    rounds: int
-    episodes_per_round: int
-    """real episodes the latest clone plays each round, labelled by the expert"""
-    eval_episodes: int
-    """real selection episodes scoring each round (the best round is the stage's controller)"""
-    expert_share: float = 0.15
-    """share of round 1's steps the expert plays, times share_decay each round after"""
-    share_decay: float = 2 / 3
-    hidden: int = 0
-    """width of the clone's tanh hidden layer (0: the paper's linear C)"""
-    hidden_outputs: str = "all"
-    """with hidden: the outputs the hidden layer drives, the others linear"""
-    epochs: int = 30
-    lr: float = 1e-3
-    batch_size: int = 512
-    std_floor: float = 1e-6
-    expert: str | None = None
-    """the expert's settings, a JSON object overriding its defaults"""
-    max_steps: int | None = None
-    """cap on the stage's real episodes (None: the game's own)"""
-
-
 # The settings of CarRacing's shipped controller (README, Results: braking expert, a hidden layer for steering and
 # brake, 300 episodes a round), started from 300 demonstrations instead of the 3,300 relabelled episodes it had; this
-# preset's own score has not been measured.
-SESSION_DAGGER = DaggerPreset(demos=300, rounds=3, episodes_per_round=300, eval_episodes=20, hidden=256,
-                              hidden_outputs="0,2", epochs=12, lr=2e-3, batch_size=2048, std_floor=0.1,
-                              expert='{"braking_plan": true}')  # fmt: skip
+# preset's own score has not been measured. A preset's DaggerArgs hold sizes only: the run's game, folders, seed and
+# resources come from the pipeline's command line (Context.dagger_args).
+SESSION_DAGGER = DaggerArgs(demos=300, rounds=3, episodes_per_round=300, eval_episodes=20, expert_share=0.15,
+                            share_decay=2 / 3, player="latest", hidden=256, hidden_outputs="0,2", epochs=12, lr=2e-3,
+                            batch_size=2048, std_floor=0.1, expert='{"braking_plan": true}')  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -120,7 +94,7 @@ class Preset:
     """V trains on the first N collected episodes (None: all of them); M always sees all"""
     initial_step: int = 0
     """dreams start from this frame of real episodes (training.bundle --initial-step)"""
-    dagger: DaggerPreset | None = None
+    dagger: DaggerArgs | None = None
     """sizes of the controller stage with ``--trainer dagger`` (None: this preset has none)"""
 
 
@@ -141,7 +115,15 @@ PRESETS: dict[str, Preset] = {
         cmaes_popsize=32,
         cmaes_episodes=8,
         eval_episodes=50,
-        dagger=DaggerPreset(demos=40, rounds=2, episodes_per_round=30, eval_episodes=10),
+        dagger=DaggerArgs(
+            demos=40,
+            rounds=2,
+            episodes_per_round=30,
+            eval_episodes=10,
+            expert_share=0.15,
+            share_decay=2 / 3,
+            player="latest",
+        ),
     ),
     # Round 0 of the shipped TakeCover world model (README, Results): the paper's model sizes, data and steps cut
     # to one session on 2 AVX2 CPU cores (V trains at ~235 images/s there): V 4,000 steps (~0.65 epoch) at a 5x
@@ -309,13 +291,16 @@ class Context:
         a, d = self.args, self.preset.dagger
         if d is None:
             raise ValueError(f"preset {a.preset!r} has no DAgger sizes for --trainer dagger")
-        return DaggerArgs(game=a.game, expert=d.expert, out=str(self.dagger), world_model=str(self.world_model),
-                          demos=d.demos, rounds=d.rounds, episodes_per_round=d.episodes_per_round,
-                          expert_share=d.expert_share, share_decay=d.share_decay, player="latest",
-                          hidden=d.hidden, hidden_outputs=d.hidden_outputs, epochs=d.epochs, lr=d.lr,
-                          batch_size=d.batch_size, std_floor=d.std_floor, eval_episodes=d.eval_episodes,
-                          max_steps=d.max_steps, seed=a.seed, workers=a.workers, device=a.device,
-                          threads=a.threads)  # fmt: skip
+        return dataclasses.replace(
+            d,
+            game=a.game,
+            out=str(self.dagger),
+            world_model=str(self.world_model),
+            seed=a.seed,
+            workers=a.workers,
+            device=a.device,
+            threads=a.threads,
+        )
 
     def sweep_args(self) -> SweepArgs:
         """The preset's CMA-ES and scoring settings as a sweep over its ``sweep_taus`` (maybe none)."""
@@ -468,13 +453,12 @@ def run_pipeline(args: PipelineArgs) -> Context:
     if args.trainer not in ("cmaes", "dagger"):
         raise ValueError(f"--trainer must be cmaes or dagger, got {args.trainer!r}")
     if args.trainer == "dagger":  # before any stage runs: hours of world model, then no expert
-        require_expert(get_game(args.game))
-        ctx.dagger_args()
+        validate_dagger_args(ctx.dagger_args())
     times: dict[str, float] = {}
     timings_path = ctx.out / "timings.json"
     timings = load_json(timings_path) if timings_path.is_file() else {}
+    no_sweep = not ctx.preset.sweep_taus or args.trainer == "dagger"  # the sweep is of dream temperatures
     for name, stage in STAGES:
-        no_sweep = not ctx.preset.sweep_taus or args.trainer == "dagger"  # the sweep is of dream temperatures
         if (args.world_model is not None and name in BUILD_STAGES) or (name == "sweep" and no_sweep):
             continue
         start, cpu = time.perf_counter(), cpu_seconds()
