@@ -17,7 +17,6 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 from stable_baselines3 import PPO
-from stable_baselines3.common.vec_env import VecMonitor
 
 from dreamgym.envs.registration import dream_id, latent_id
 from dreamgym.envs.sb3 import make_sb3_vec_env
@@ -71,7 +70,7 @@ def main(argv: list[str] | None = None) -> None:
     out = Path(args.out)
     env_kwargs = {"world_model": args.world_model, "obs_mode": args.obs_mode, "device": args.device}
     dream_kwargs = {**env_kwargs, "temperature": args.temperature}
-    envs = VecMonitor(make_sb3_vec_env(dream_id(args.game), args.num_envs, **dream_kwargs))
+    envs = make_sb3_vec_env(dream_id(args.game), args.num_envs, **dream_kwargs)
     model = PPO("MlpPolicy", envs, n_steps=args.n_steps, seed=args.seed, tensorboard_log=str(out / "tb"), verbose=1)
     model.learn(total_timesteps=args.timesteps, progress_bar=False)
     out.mkdir(parents=True, exist_ok=True)

@@ -15,6 +15,7 @@ from gymnasium.vector import AutoresetMode
 from stable_baselines3 import PPO
 from stable_baselines3.common.env_checker import check_env
 from stable_baselines3.common.evaluation import evaluate_policy
+from stable_baselines3.common.vec_env import VecMonitor
 
 from dreamgym.envs import DreamEnv, DreamVectorEnv, LatentObservation
 from dreamgym.envs.sb3 import DreamVecEnvAdapter, make_sb3_vec_env
@@ -169,3 +170,23 @@ def test_sb3_ppo_script_trains_saves_and_scores(tiny_bundle, run_module, tmp_pat
     )  # fmt: skip
     assert (tmp_path / "ppo" / "ppo.zip").is_file()
     assert "dream: " in proc.stdout and "real: " in proc.stdout and "dreamgym/TakeCoverLatent-v0" in proc.stdout
+
+
+def test_make_sb3_vec_env_monitors_episodes_by_default(tiny_bundle) -> None:
+    """PPO(..., make_sb3_vec_env(...)).learn() logs ep_rew_mean: finished episodes carry infos["episode"]."""
+    envs = make_sb3_vec_env("dreamgym/TakeCoverDream-v0", 4, world_model=tiny_bundle(), device="cpu")
+    assert isinstance(envs, VecMonitor)
+    assert isinstance(make_sb3_vec_env("dreamgym/TakeCoverDream-v0", 2, monitor=False, world_model=tiny_bundle(),
+                                       device="cpu"), DreamVecEnvAdapter)
+    envs.seed(0)
+    envs.reset()
+    lengths = np.zeros(4)
+    for _ in range(5_000):
+        _, rewards, dones, infos = envs.step(np.ones(4, dtype=np.int64))
+        lengths += 1
+        finished = [(i, info["episode"]) for i, info in enumerate(infos) if dones[i]]
+        if finished:
+            i, episode = finished[0]
+            assert episode["l"] == lengths[i] and episode["r"] == pytest.approx(lengths[i])  # +1 per step
+            return
+    pytest.fail("no dream episode ended in 5,000 steps")

@@ -4,6 +4,8 @@ SB3 cannot consume a Gymnasium VectorEnv, and wrapping N single dreams in a ``Du
 them one by one. The adapter keeps the one batched step and translates the API: ``dones = terminated |
 truncated``, ``infos[i]["terminal_observation"]`` from the dream's SAME_STEP ``final_obs``, and
 ``infos[i]["TimeLimit.truncated"]`` as SB3 expects it (truncated and not terminated).
+:func:`make_sb3_vec_env` wraps it in SB3's ``VecMonitor`` by default, so ``ep_rew_mean`` and
+``ep_len_mean`` show in SB3's logs as they do for any env SB3 makes itself.
 
 Example:
     >>> from stable_baselines3 import PPO
@@ -19,7 +21,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 from gymnasium.vector import AutoresetMode
-from stable_baselines3.common.vec_env import VecEnv
+from stable_baselines3.common.vec_env import VecEnv, VecMonitor
 from stable_baselines3.common.vec_env.base_vec_env import VecEnvIndices, VecEnvObs, VecEnvStepReturn
 
 from dreamgym.envs.dream_vector import DreamVectorEnv
@@ -105,7 +107,12 @@ class DreamVecEnvAdapter(VecEnv):
         return [None] * self.num_envs if frames is None else list(frames)
 
 
-def make_sb3_vec_env(env_id: str, num_envs: int, **kwargs: Any) -> DreamVecEnvAdapter:
-    """``gymnasium.make_vec(env_id, num_envs, autoreset_mode=SAME_STEP, **kwargs)`` as an SB3 VecEnv."""
+def make_sb3_vec_env(env_id: str, num_envs: int, monitor: bool = True, **kwargs: Any) -> VecEnv:
+    """``gymnasium.make_vec(env_id, num_envs, autoreset_mode=SAME_STEP, **kwargs)`` as an SB3 VecEnv.
+
+    ``monitor``: wrap it in ``VecMonitor`` (episode returns and lengths in ``infos[i]["episode"]`` and SB3's
+    logs); pass False to get the bare :class:`DreamVecEnvAdapter`.
+    """
     venv = gym.make_vec(env_id, num_envs=num_envs, autoreset_mode=AutoresetMode.SAME_STEP, **kwargs)
-    return DreamVecEnvAdapter(venv)
+    adapter = DreamVecEnvAdapter(venv)
+    return VecMonitor(adapter) if monitor else adapter
