@@ -21,7 +21,6 @@ episodes, so candidates are compared on the same tracks.
 from __future__ import annotations
 
 import dataclasses
-import pickle
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,11 +31,12 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 from agents.backends import EnvArgs, make_evaluator, probe_config
+from agents.es_state import es_to_plain, restore_es
 from agents.rollout import Evaluator, Scores, derive_seed
 from agents.runlog import COLUMNS, log_row, plot_fitness, write_csv
 from dreamgym.checkpoint import CheckpointError, load_json, save_json
 from dreamgym.controller import Controller, ControllerConfig
-from dreamgym.data import ShardError, load_arrays, save_arrays
+from dreamgym.data import load_arrays, save_arrays
 from training.cli import parse_args
 
 # Settings that may change when resuming a run; any other difference means a different run.
@@ -88,7 +88,7 @@ class SeededNormal:
     """pycma's N(0, 1) source (its ``randn`` option), reseeded before every ``ask``.
 
     pycma otherwise draws from NumPy's global RNG; reseeding from (seed, generation) makes each
-    generation's candidates depend only on the pickled ES state and the generation, so a resumed run
+    generation's candidates depend only on the saved ES state and the generation, so a resumed run
     samples exactly what an uninterrupted one would.
     """
 
@@ -179,15 +179,16 @@ class RunState:
     start: np.ndarray | None
 
 
-_STATE_KEYS = ("es", "generation", "history", "best_params", "best_fitness")
+_STATE_KEYS = ("es_tree", "generation", "history", "best_params", "best_fitness")
 
 
 def save_checkpoint(path: Path, state: RunState) -> None:
-    """One atomic file: a killed write leaves the previous checkpoint intact."""
+    """One atomic npz of plain arrays (the ES as :func:`agents.es_state.es_to_plain`): a killed write leaves
+    the previous checkpoint intact, and loading it never runs code."""
     save_arrays(
         path,
-        {
-            "es": np.frombuffer(state.es.pickle_dumps(), np.uint8),
+        es_to_plain(state.es)
+        | {
             "generation": np.asarray(state.generation),
             "history": state.history,
             "best_params": state.best_params,
@@ -197,12 +198,21 @@ def save_checkpoint(path: Path, state: RunState) -> None:
     )
 
 
-def load_checkpoint(path: Path) -> RunState:
-    data = load_arrays(path, _STATE_KEYS, optional=("start",))
-    # The ES is pycma's own pickle. It is local run state that this run wrote into its own folder, not
-    # a file a user downloads; controllers, the files that are shared, are safetensors + JSON.
-    es = pickle.loads(data["es"].tobytes())
-    generation, best_fitness = int(data["generation"]), float(data["best_fitness"])
+def load_checkpoint(path: Path, fresh: cma.CMAEvolutionStrategy) -> RunState:
+    """The run state saved at ``path``, its ES restored into ``fresh`` (a :func:`new_es` of the same run).
+
+    Any unreadable file, including a checkpoint of an older dreamgym (which pickled the ES), is a
+    :class:`CheckpointError` saying how to start over.
+    """
+    try:
+        data = load_arrays(path, _STATE_KEYS, optional=None)
+        es = restore_es(fresh, data)
+        generation, best_fitness = int(data["generation"]), float(data["best_fitness"])
+    except (ValueError, TypeError) as err:  # ShardError, ESStateError, or a misshapen number
+        raise CheckpointError(
+            f"{path}: cannot resume, the checkpoint is from an older dreamgym version or corrupt ({err}); "
+            f"delete {path.parent} to restart the run from generation 0, or pass a new --out"
+        ) from err
     return RunState(es, generation, data["history"], data["best_params"], best_fitness, data.get("start"))
 
 
@@ -242,10 +252,7 @@ def train(args: TrainArgs) -> Path:
     subspace = search_subspace(args, config, x0)
     if checkpoint.exists():
         _check_same_run(out, args)
-        try:
-            state = load_checkpoint(checkpoint)
-        except ShardError as err:
-            raise CheckpointError(f"cannot resume: {err}") from err
+        state = load_checkpoint(checkpoint, new_es(x0[subspace.index], args))
         if len(state.best_params) != config.n_params:
             raise ValueError(f"{checkpoint}: {len(state.best_params)} parameters, the env needs {config.n_params}")
         if state.start is not None and not np.array_equal(state.start, x0):
@@ -319,7 +326,10 @@ def run_generation(state: RunState, evaluator: Evaluator, subspace: Subspace, ar
 
 
 def main(argv: list[str] | None = None) -> None:
-    out = train(parse_args(TrainArgs, argv, __doc__))
+    try:
+        out = train(parse_args(TrainArgs, argv, __doc__))
+    except CheckpointError as err:
+        raise SystemExit(f"agents.cmaes: {err}") from None
     print(f"run folder: {out}")
 
 

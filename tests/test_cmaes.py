@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import pickle
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -20,11 +21,12 @@ from gymnasium.envs.classic_control.cartpole import CartPoleEnv
 
 import agents.cmaes as cmaes
 from agents.backends import make_evaluator
-from agents.cmaes import TrainArgs, load_checkpoint, penalised_costs, run_dir, train
+from agents.cmaes import TrainArgs, penalised_costs, run_dir, train
 from agents.evaluate import EvalArgs, evaluate
 from agents.rollout import Scores, VectorEvaluator, episode_seeds, make_vector_env, rollout_population
 from agents.runlog import COLUMNS, read_csv
 from agents.workers import PoolEvaluator, RayEvaluator
+from dreamgym.checkpoint import CheckpointError
 from dreamgym.controller import Controller, ControllerConfig
 from dreamgym.envs import DreamVectorEnv
 
@@ -340,7 +342,7 @@ def test_kill_and_resume_equals_uninterrupted_run(tmp_path: Path, monkeypatch: p
     monkeypatch.setattr(cmaes, "save_checkpoint", killed_at_generation_3)
     with pytest.raises(KeyboardInterrupt):
         train(small_run(tmp_path, "killed"))
-    assert load_checkpoint(tmp_path / "killed" / "checkpoint" / "state.npz").generation == 2
+    assert np.load(tmp_path / "killed" / "checkpoint" / "state.npz")["generation"] == 2
     monkeypatch.setattr(cmaes, "save_checkpoint", real_save)
     killed = train(small_run(tmp_path, "killed"))
 
@@ -358,6 +360,83 @@ def test_kill_and_resume_equals_uninterrupted_run(tmp_path: Path, monkeypatch: p
 
     with pytest.raises(ValueError, match="popsize: 6 -> 8"):
         train(small_run(tmp_path, "whole", popsize=8))
+
+
+def cli_flags(args: TrainArgs) -> list[str]:
+    """The command line of ``args``: one flag per setting that differs from its default."""
+    return [
+        text
+        for field in dataclasses.fields(TrainArgs)
+        if getattr(args, field.name) != field.default
+        for text in (f"--{field.name.replace('_', '-')}", str(getattr(args, field.name)))
+    ]
+
+
+def test_resume_in_a_new_process_equals_uninterrupted_run(tmp_path: Path, run_module: Callable[..., Any]) -> None:
+    """The checkpoint alone (plain arrays, reloaded by a fresh process) continues the ES bit for bit."""
+    whole = train(small_run(tmp_path, "whole", generations=6))
+    train(small_run(tmp_path, "split", generations=2))
+    with np.load(tmp_path / "split" / "checkpoint" / "state.npz", allow_pickle=False) as saved:
+        assert not any(saved[key].dtype.hasobject for key in saved.files)
+    run_module("agents.cmaes", *cli_flags(small_run(tmp_path, "split", generations=6)))
+    split = tmp_path / "split"
+    np.testing.assert_array_equal(
+        comparable(read_csv(split / "fitness.csv")), comparable(read_csv(whole / "fitness.csv"))
+    )
+    for which in ("best", "mean"):
+        np.testing.assert_array_equal(Controller.load(split / which).params, Controller.load(whole / which).params)
+    assert len(read_csv(whole / "fitness.csv")) == 6
+
+
+class _TouchFile:
+    """A pickle payload: unpickling it creates ``marker``."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return os.system, (f"touch {self.marker}",)
+
+
+def _raw_pickle(path: Path, payload: bytes) -> None:
+    path.write_bytes(payload)
+
+
+def _old_format(path: Path, payload: bytes) -> None:
+    """The layout of checkpoints before plain ES state: pycma's pickle as the ``es`` bytes."""
+    with np.load(path) as data:
+        kept = {k: data[k] for k in ("generation", "history", "best_params", "best_fitness")}
+    np.savez(path, es=np.frombuffer(payload, np.uint8), **kept)
+
+
+def _object_array(path: Path, payload: bytes) -> None:
+    with np.load(path) as data:
+        arrays = {k: data[k] for k in data.files}
+    np.savez(path, **arrays | {"es_0": np.array([_TouchFile(path.parent / "marker")], dtype=object)})
+
+
+def _garbage(path: Path, payload: bytes) -> None:
+    path.write_bytes(np.random.default_rng(0).bytes(300))
+
+
+@pytest.mark.parametrize("damage", [_raw_pickle, _old_format, _object_array, _garbage])
+def test_a_pickled_or_corrupt_checkpoint_is_refused_never_run(tmp_path: Path, damage: Callable[..., None]) -> None:
+    args = small_run(tmp_path, "run", generations=1)
+    checkpoint = train(args) / "checkpoint" / "state.npz"
+    marker = tmp_path / "run" / "checkpoint" / "marker"
+    payload = pickle.dumps(_TouchFile(marker))
+    pickle.loads(payload)  # the payload has teeth: unpickled, it creates the marker
+    assert marker.exists()
+    marker.unlink()
+
+    damage(checkpoint, payload)
+    resumed = dataclasses.replace(args, generations=2)
+    with pytest.raises(CheckpointError, match="older dreamgym version or corrupt.*delete .*checkpoint.* new --out"):
+        train(resumed)
+    with pytest.raises(SystemExit) as info:
+        cmaes.main(cli_flags(resumed))
+    assert str(info.value.code).startswith("agents.cmaes: ") and "\n" not in str(info.value.code)
+    assert not marker.exists()
 
 
 def test_pool_survives_crashing_and_hanging_workers(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
