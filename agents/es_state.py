@@ -190,14 +190,12 @@ def restore_es(fresh: cma.CMAEvolutionStrategy, arrays: dict[str, np.ndarray]) -
     tree = arrays.get("es_tree")
     if tree is None or tree.dtype.kind != "U" or tree.shape != ():
         raise ESStateError("no es_tree text")
-    try:
-        attrs = json.loads(str(tree))
-    except json.JSONDecodeError as err:
-        raise ESStateError(f"es_tree is not JSON ({err})") from err
     decoder = _Decoder(arrays)
     decoder.nodes.append(fresh)
     try:
-        decoder.fill(fresh, attrs)
-    except (AttributeError, TypeError, KeyError, IndexError) as err:
+        decoder.fill(fresh, json.loads(str(tree)))
+    except json.JSONDecodeError as err:
+        raise ESStateError(f"es_tree is not JSON ({err})") from err
+    except (AttributeError, TypeError, KeyError, IndexError, RecursionError) as err:
         raise ESStateError(f"malformed ES state ({type(err).__name__}: {err})") from err
     return fresh

@@ -62,3 +62,9 @@ def tampered(change: dict) -> dict[str, np.ndarray]:
 def test_a_tampered_tree_cannot_set_anything_but_plain_state(change: dict, message: str) -> None:
     with pytest.raises(ESStateError, match=message):
         restore_es(new_es(3), tampered(change))
+
+
+def test_a_deeply_nested_tree_is_an_es_state_error() -> None:
+    deep = {"es_tree": np.asarray('{"mean": ' + '{"list": [' * 5000 + "]}" * 5000 + "}")}
+    with pytest.raises(ESStateError, match="RecursionError"):
+        restore_es(new_es(3), deep)
