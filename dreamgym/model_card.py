@@ -1,6 +1,7 @@
 """A model card for a world-model bundle: MODEL_CARD.md + traversal.png + reconstructions.png beside the weights.
 
-    python -m dreamgym.model_card --world-model runs/takecover/world_model [--episodes cache/takecover/episodes]
+    python -m dreamgym.model_card --world-model runs/takecover/world_model [--episodes cache/takecover/episodes] \
+        [--fidelity runs/takecover/fidelity]
 
 Data, sizes, training and held-out metrics come from the bundle's ``config.json`` and, through its
 provenance, from the V and M run folders it was built from (their ``config.json`` and ``eval.json``);
@@ -8,13 +9,15 @@ anything those files do not hold is written as "not recorded". The reconstructio
 from ``--episodes``, else the held-out episodes of V's run (``split.json``); the traversal starts from the
 bundle's first stored initial latent (a real frame, the episode's first unless the bundle's
 ``initial_step`` says otherwise) and shows the latent dims that change the
-picture most.
+picture most. ``--fidelity DIR`` adds the key numbers of a ``python -m training.fidelity`` report
+(``DIR/fidelity.json``) and its figure (copied beside the card as ``fidelity.png``).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +34,8 @@ from dreamgym.world_model import CONFIG_FILE, WEIGHTS_FILE, WorldModel, resolve_
 CARD_FILE = "MODEL_CARD.md"
 TRAVERSAL_FILE = "traversal.png"
 RECONSTRUCTIONS_FILE = "reconstructions.png"
+FIDELITY_FILE = "fidelity.png"
+FIDELITY_REPORT = "fidelity.json"
 NOT_RECORDED = "not recorded"
 
 
@@ -171,6 +176,61 @@ def limits(model: WorldModel) -> list[str]:
     ]
 
 
+def _number(value: Any) -> str:
+    """A report's number; None there means undefined (too few points, a constant series), not unrecorded."""
+    return "undefined" if value is None else fmt(value)
+
+
+def _series(values: list[Any]) -> str:
+    return " / ".join(_number(v) for v in values)
+
+
+def fidelity_section(report: dict[str, Any], picture: bool) -> list[str]:
+    """The card's "Fidelity" section from a ``training.fidelity`` report (``picture``: embed fidelity.png)."""
+    loop, outcome = report["open_loop"], report["episode_outcome"]
+    done, scatter = report["done_calibration"], report["dream_vs_real"]
+    episodes = report["episodes"]
+    horizons = " / ".join(f"h{h}" for h in loop["horizons"])
+    rows: list[tuple[str, Any]] = []
+    for name in [*loop["feedback"], "copy_last_z"]:
+        feedback = f"{name} at tau {fmt(loop['temperature'])}" if name == "sample" else name
+        rows.append((f"open-loop latent MSE ({feedback}), {horizons}", _series(loop["latent_mse"][name])))
+    for name in [*loop["feedback"], "copy_last_z", "v_reconstruction"]:
+        rows.append((f"decoded-frame MSE ({name}), {horizons}", _series(loop["frame_mse"][name])))
+    rows += [
+        (f"episode {outcome['kind']} from the {outcome['head']} head: Pearson (n {outcome['n']})",
+         f"{_number(outcome['pearson'])} (baseline, {outcome['baseline']['name']}: "
+         f"{_number(outcome['baseline']['pearson'])})"),
+        ("done head: Brier score (always the base rate)", f"{fmt(done['brier'])} ({fmt(done['base_rate_brier'])})"),
+        ("dream vs real: Spearman / Pearson / slope (n controllers)",
+         f"{_number(scatter['spearman'])} / {_number(scatter['pearson'])} / {_number(scatter['slope'])} "
+         f"({scatter['n']})"),
+    ]  # fmt: skip
+    lines = [
+        "## Fidelity",
+        "",
+        f"`python -m training.fidelity` on {episodes['count']} held-out real episodes ({episodes['steps']:,} steps) "
+        f"in `{episodes['folder']}`: M rolled open-loop on its own predictions with the recorded actions "
+        "(latent and pixel MSE; copy_last_z and V's reconstruction error for scale), its heads teacher-forced.",
+        "",
+        *_table(rows),
+    ]
+    return [*lines, f"![fidelity]({FIDELITY_FILE})", ""] if picture else lines
+
+
+def read_fidelity(folder: str | os.PathLike) -> dict[str, Any]:
+    """The ``fidelity.json`` report in ``folder``, or a ValueError saying what is wrong."""
+    path = Path(folder) / FIDELITY_REPORT
+    if not path.is_file():
+        raise ValueError(f"--fidelity {folder}: no {FIDELITY_REPORT} (write one with `python -m training.fidelity`)")
+    try:
+        report = load_json(path)
+        fidelity_section(report, False)
+    except (CheckpointError, KeyError, TypeError) as err:
+        raise ValueError(f"{path}: not a training.fidelity report ({type(err).__name__}: {err})") from None
+    return report
+
+
 def card_text(
     model: WorldModel,
     folder: Path,
@@ -179,9 +239,11 @@ def card_text(
     dims: list[int],
     frames_note: str | None,
     name: str | None = None,
+    fidelity: list[str] | None = None,
 ) -> str:
     """The Markdown of the card; ``frames_note`` says where the reconstructed frames came from (None: no grid);
-    ``name`` is what users pass as ``world_model=`` (default: the folder's path)."""
+    ``name`` is what users pass as ``world_model=`` (default: the folder's path); ``fidelity`` the lines of
+    the fidelity section (None: none)."""
     name = name or str(folder)
     spec = model.game
     versions = load_json(folder / CONFIG_FILE).get("versions", {})
@@ -227,6 +289,7 @@ def card_text(
         f"Latent traversal from a real first frame's latent: each row moves one dim (rows: dims {dims}, the ones "
         "that change the picture most) from -3 to +3 around its value; the middle column is the unchanged frame.",
         "",
+        *(fidelity or []),
         "## Known limits",
         "",
         *(f"- {line}" for line in limits(model)),
@@ -241,11 +304,13 @@ def card_text(
 
 def write_model_card(world_model: str | os.PathLike, episodes: str | os.PathLike | None = None, frames: int = 8,
                      dims: int = 8, steps: int = 7, seed: int = 0, device: str = "cpu",
-                     name: str | None = None) -> Path:  # fmt: skip
+                     name: str | None = None, fidelity: str | os.PathLike | None = None) -> Path:  # fmt: skip
     """Writes MODEL_CARD.md, traversal.png and (given real frames) reconstructions.png into the bundle folder;
-    ``name`` is how the card tells users to load it (default: the folder's path)."""
+    ``name`` is how the card tells users to load it (default: the folder's path); ``fidelity`` a folder
+    written by ``training.fidelity`` whose numbers (and fidelity.png, copied beside the card) the card shows."""
     if frames < 1 or dims < 1:
         raise ValueError(f"frames and dims must be >= 1, got {frames} and {dims}")
+    report = read_fidelity(fidelity) if fidelity is not None else None
     folder = resolve_bundle(world_model)
     model = WorldModel.load(folder, resolve_device(device))
     vae, mdnrnn = stage_record(model.provenance, "vae"), stage_record(model.provenance, "mdnrnn")
@@ -267,7 +332,13 @@ def write_model_card(world_model: str | os.PathLike, episodes: str | os.PathLike
     z_base = model.initial_mu[0].detach().cpu()
     chosen = rank_dims(model.vae, z_base)[: min(dims, model.config.vae.z_size)]
     save_png(folder / TRAVERSAL_FILE, latent_traversal(model.vae, z_base, chosen, steps))
-    text = card_text(model, folder, vae, mdnrnn, chosen, frames_note, name)
+    section = None
+    if fidelity is not None and report is not None:
+        picture = Path(fidelity) / FIDELITY_FILE
+        if picture.is_file():
+            atomic_write(folder / FIDELITY_FILE, lambda tmp: shutil.copyfile(picture, tmp))
+        section = fidelity_section(report, picture.is_file())
+    text = card_text(model, folder, vae, mdnrnn, chosen, frames_note, name, section)
     atomic_write(folder / CARD_FILE, lambda tmp: Path(tmp).write_text(text))
     return folder / CARD_FILE
 
@@ -281,6 +352,7 @@ class CardArgs:
     steps: int = 7
     seed: int = 0
     device: str = "cpu"
+    fidelity: str | None = None
 
 
 def parse_args(argv: list[str] | None = None) -> CardArgs:
@@ -293,12 +365,14 @@ def parse_args(argv: list[str] | None = None) -> CardArgs:
     p.add_argument("--steps", type=int, default=7, help="pictures per traversal row")
     p.add_argument("--seed", type=int, default=0, help="seed of the frame choice")
     p.add_argument("--device", default="cpu", help="cpu, cuda or auto")
+    p.add_argument("--fidelity", help="folder of a `python -m training.fidelity` report to summarise in the card")
     return CardArgs(**vars(p.parse_args(argv)))
 
 
 def main(argv: list[str] | None = None) -> None:
     a = parse_args(argv)
-    path = write_model_card(a.world_model, a.episodes, a.frames, a.dims, a.steps, a.seed, a.device)
+    path = write_model_card(a.world_model, a.episodes, a.frames, a.dims, a.steps, a.seed, a.device,
+                            fidelity=a.fidelity)  # fmt: skip
     print(f"model_card: wrote {path} and its pictures")
 
 

@@ -26,6 +26,7 @@ from dreamgym.fidelity import (
     spearman,
     teacher_force,
 )
+from dreamgym.model_card import write_model_card
 from dreamgym.world_model import WorldModel
 from tests.test_training import write_episodes
 from training.fidelity import JSON_FILE, PNG_FILE, FidelityArgs, fidelity, main
@@ -206,3 +207,21 @@ def test_bad_arguments_fail_clearly(setup: tuple[Path, Path], tmp_path: Path, ti
         with pytest.raises(error, match=message):
             run(**overrides)
     assert not (tmp_path / "out").exists()
+
+
+def test_model_card_shows_a_fidelity_report(setup: tuple[Path, Path], tmp_path: Path) -> None:
+    bundle, episodes = setup
+    plain = write_model_card(bundle, episodes=episodes, frames=2, dims=2, steps=3).read_text()
+    assert "## Fidelity" not in plain and not (bundle / "fidelity.png").exists()
+    with pytest.raises(ValueError, match="no fidelity.json"):
+        write_model_card(bundle, episodes=episodes, fidelity=tmp_path)
+    (tmp_path / "scores.json").write_text(json.dumps({"a": {"dream": 1.0, "real": 2.0}, "b": {"dream": 3, "real": 5}}))
+    args = FidelityArgs(world_model=str(bundle), episodes=str(episodes), out=str(tmp_path / "fid"), horizons="1,3",
+                        scores=str(tmp_path / "scores.json"), threads=1)  # fmt: skip
+    report = fidelity(args)
+    text = write_model_card(bundle, episodes=episodes, frames=2, dims=2, steps=3, fidelity=tmp_path / "fid").read_text()
+    assert text.replace(text[text.index("## Fidelity") : text.index("## Known limits")], "") == plain
+    assert "![fidelity](fidelity.png)" in text and "| open-loop latent MSE (mean), h1 / h3 |" in text
+    assert text.index("(sample at tau 1.15), h1 / h3 |") < text.index("latent MSE (copy_last_z)")
+    assert f"{report['done_calibration']['brier']:.4g}" in text and "| 1 / 1 / 1.5 (2) |" in text
+    assert (bundle / "fidelity.png").read_bytes() == (tmp_path / "fid" / "fidelity.png").read_bytes()
