@@ -19,6 +19,7 @@ from agents.rollout import Evaluator, VectorEvaluator, env_kwargs_for, is_dream,
 from agents.workers import PoolEvaluator, RayEvaluator
 from dreamgym.controller import ControllerConfig
 from dreamgym.devices import resolve_device
+from training.cli import Count, Positive
 from training.common import set_threads
 
 BACKENDS = ("auto", "vector", "pool", "ray")
@@ -32,7 +33,7 @@ class EnvArgs:
     """dreamgym envs: world model bundle folder or shipped name"""
     obs_mode: str | None = None
     """dreamgym envs: controller input, zh | zch | z"""
-    temperature: float | None = None
+    temperature: Positive | None = None
     """dream envs: sampling temperature tau"""
     env_kwargs: str = "{}"
     """further keyword arguments for the env, as a JSON object"""
@@ -40,13 +41,13 @@ class EnvArgs:
     """cpu | cuda | auto (controller matmuls and dreamgym envs)"""
     backend: str = "auto"
     """auto | vector | pool | ray (see agents.backends)"""
-    workers: int = 2
+    workers: Count = 2
     """pool backend: worker processes"""
     ray_address: str | None = None
     """ray backend: auto | HOST:PORT (implies --backend ray)"""
-    episode_timeout: float = 600.0
+    episode_timeout: Positive = 600.0
     """pool/ray backends: seconds after which an unfinished episode's worker counts as hung and is retried"""
-    threads: int | None = None
+    threads: Count | None = None
     """torch CPU threads of this process (default: torch's, one per core); pass 1 while other jobs share the
     cores: oversubscribed threads made a dream generation 3x slower on 2 busy cores"""
 

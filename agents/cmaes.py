@@ -37,7 +37,7 @@ from agents.runlog import COLUMNS, log_row, plot_fitness, write_csv
 from dreamgym.checkpoint import CheckpointError, load_json, save_json
 from dreamgym.controller import Controller, ControllerConfig
 from dreamgym.data import load_arrays, save_arrays
-from training.cli import parse_args
+from training.cli import Count, NonNegative, NonNegativeFloat, Positive, parse_args
 
 # Settings that may change when resuming a run; any other difference means a different run.
 _RESUMABLE = {"generations", "out", "device", "backend", "workers", "ray_address", "episode_timeout", "threads"}
@@ -46,23 +46,23 @@ _TRAIN_STREAM, _EVAL_STREAM, _SAMPLE_STREAM = 0, 1, 2
 
 @dataclass(frozen=True)
 class TrainArgs(EnvArgs):
-    seed: int = 0
+    seed: NonNegative = 0
     """run seed: every generation's candidates and episode seeds derive from (seed, generation)"""
-    generations: int = 200
+    generations: Count = 200
     """total generations (rerun with a larger value to continue a finished run)"""
-    popsize: int = 64
+    popsize: Count = 64
     """candidates per generation"""
-    episodes: int = 16
+    episodes: Count = 16
     """episodes per candidate; its fitness is their mean return"""
-    sigma0: float = 0.1
+    sigma0: Positive = 0.1
     """initial CMA-ES step size"""
     init: str | None = None
     """controller folder whose parameters are the ES's starting mean (default: zeros); it must fit --env"""
-    weight_decay: float = 0.0
+    weight_decay: NonNegativeFloat = 0.0
     """L2 penalty: the ES maximises mean return - weight_decay * mean(params ** 2), over the params it searches"""
     bias: bool | None = None
     """controller bias (default: the paper's choice for the game, no bias for TakeCover, else bias)"""
-    hidden: int = 0
+    hidden: NonNegative = 0
     """width of the controller's tanh hidden layer (0: the paper's linear controller)"""
     skip: bool = False
     """with --hidden: also a linear map of the observation beside the hidden layer (ControllerConfig.skip)"""
@@ -72,9 +72,9 @@ class TrainArgs(EnvArgs):
     tune: str = "all"
     """all, or comma-separated controller tensors (e.g. ``bias``) that the ES searches while the others keep
     --init's values: a real-game fine-tune of a large controller in the few dimensions real episodes can afford"""
-    eval_every: int = 25
+    eval_every: NonNegative = 25
     """evaluate the ES mean on --eval-episodes episodes every N generations; 0 = never"""
-    eval_episodes: int = 1024
+    eval_episodes: Count = 1024
     """episodes of each evaluation of the ES mean"""
     out: str | None = None
     """run folder (default runs/cmaes/<env>__<seed>)"""

@@ -29,7 +29,7 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 from torch.utils.tensorboard import SummaryWriter
@@ -40,7 +40,7 @@ from dreamgym.checkpoint import load_json, save_json
 from dreamgym.data import atomic_write, list_episodes, load_arrays
 from dreamgym.envs.registration import latent_id
 from dreamgym.games import get_game, with_expert_settings
-from training.cli import parse_args
+from training.cli import Bound, Count, NonNegative, NonNegativeFloat, Positive, Probability, parse_args
 from training.collect import CollectArgs, collect, require_expert
 from training.common import VOLATILE_ARGS, check_args
 from training.encode import EncodeArgs, encode
@@ -63,52 +63,52 @@ class DaggerArgs:
     """bundle folder or shipped name: its V encodes, its M gives h (default: the game's shipped bundle)"""
     init: str | None = None
     """round 0's controller folder (default: a clone of the demonstrations)"""
-    demos: int = 40
+    demos: NonNegative = 40
     """expert demonstrations collected first (episodes 0 .. demos-1)"""
-    demo_noise: float = 0.1
+    demo_noise: NonNegativeFloat = 0.1
     """std of the Gaussian noise on the demonstrations' actions (states off the expert's own line)"""
-    rounds: int = 3
+    rounds: NonNegative = 3
     """DAgger rounds after round 0"""
-    episodes_per_round: int = 30
+    episodes_per_round: Count = 30
     """real episodes each round's controller plays"""
-    expert_share: float = 0.3
+    expert_share: Probability = 0.3
     """share of round 1's steps the expert plays"""
-    share_decay: float = 1.0
+    share_decay: Annotated[float, Bound(0, 1, low_open=True)] = 1.0
     """the share is multiplied by this every round"""
     player: str = "latest"
     """who plays round k: latest (round k-1, DAgger's rule) or best (the best-scoring round so far: while a
     refit on little data scores below the start, the data keeps coming from where the better controller goes)"""
-    param_noise: float = 0.0
+    param_noise: NonNegativeFloat = 0.0
     """std of the noise on the playing controller's parameters, drawn per episode"""
-    ridge: float = 0.1
+    ridge: NonNegativeFloat = 0.1
     """L2 penalty of the refit (agents.imitate --ridge)"""
-    hidden: int = 0
+    hidden: NonNegative = 0
     """width of the refit controller's tanh hidden layer (agents.imitate --hidden; 0: the paper's linear C)"""
-    epochs: int = 30
+    epochs: Count = 30
     """with --hidden: the refit's epochs (agents.imitate --epochs)"""
-    lr: float = 1e-3
+    lr: Positive = 1e-3
     """with --hidden: the refit's learning rate (agents.imitate --lr)"""
-    batch_size: int = 512
+    batch_size: Count = 512
     """with --hidden: the refit's batch size (agents.imitate --batch-size)"""
-    std_floor: float = 1e-6
+    std_floor: Positive = 1e-6
     """with --hidden: agents.imitate --std-floor"""
     hidden_outputs: str = "all"
     """with --hidden: the outputs the hidden layer drives, the others linear (agents.imitate --hidden-outputs)"""
-    progress_window: int = 50
+    progress_window: NonNegative = 50
     """fit only steps after which the episode gains reward within this many steps (agents.imitate)"""
-    eval_episodes: int = 10
+    eval_episodes: Count = 10
     """real episodes scoring each round"""
-    eval_seed: int = SELECTION_SEEDS
+    eval_seed: NonNegative = SELECTION_SEEDS
     """round k's evaluation plays seeds eval_seed + j"""
-    max_steps: int | None = None
+    max_steps: Count | None = None
     """cap on every real episode (default: the game's own)"""
-    seed: int = 0
+    seed: NonNegative = 0
     """base seed of the collected episodes (training.collect --seed)"""
-    workers: int = 2
+    workers: Count = 2
     """processes playing the real game"""
     device: str = "cpu"
     """where V encodes the episodes"""
-    threads: int | None = None
+    threads: Count | None = None
     """torch CPU threads of this process"""
 
 

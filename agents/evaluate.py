@@ -22,7 +22,7 @@ from agents.rollout import play_episode
 from dreamgym.checkpoint import save_json, versions
 from dreamgym.controller import Controller
 from dreamgym.record import VIDEO_SUFFIXES, write_video
-from training.cli import parse_args
+from training.cli import Count, NonNegative, parse_args
 
 # Episode seeds of the scores this project reports: real games from REAL_SEEDS + k, dreams from DREAM_SEEDS + k,
 # both far from the seeds CMA-ES trains on (derived from (seed, generation)).
@@ -34,17 +34,17 @@ DREAM_SEEDS = 2_000_000
 class EvalArgs(EnvArgs):
     controller: str | None = None
     """folder with controller.safetensors + controller.json (required)"""
-    episodes: int = 100
+    episodes: Count = 100
     """number of episodes"""
-    seed: int = 0
+    seed: NonNegative = 0
     """episode k is played from seed + k"""
     out: str | None = None
     """JSON report (default <controller>/evaluation.json)"""
     gif: str | None = None
     """write episode 0 here as a looping .gif (or an .mp4)"""
-    gif_every: int = 1
+    gif_every: Count = 1
     """keep every n-th frame of the recording (it still plays in real time)"""
-    gif_width: int | None = None
+    gif_width: Count | None = None
     """resize the recording's frames to this width, keeping their aspect (default: as rendered)"""
 
 

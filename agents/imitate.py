@@ -26,6 +26,7 @@ import dataclasses
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated
 
 import numpy as np
 import torch
@@ -36,7 +37,7 @@ from dreamgym.data import list_episodes, load_arrays
 from dreamgym.envs.dream import DreamEnv, latent_observation, load_world_model
 from dreamgym.envs.registration import dream_id
 from dreamgym.world_model import WorldModel
-from training.cli import parse_args
+from training.cli import Bound, Count, HeldOut, NonNegative, NonNegativeFloat, Positive, parse_args
 from training.common import set_threads, torch_generator
 
 _KEYS = ("mu", "logvar", "actions", "rewards")
@@ -54,38 +55,38 @@ class ImitateArgs:
     """controller input zh | zch | z (default: the game's, as the pipeline's)"""
     targets: str = "actions"
     """what to imitate: actions (those played) or expert (the expert's labels; only files that have them)"""
-    progress_window: int = 0
+    progress_window: NonNegative = 0
     """imitate only steps after which the episode gains reward within this many steps (0: every step); for
     DAgger data, where the expert's labels in states it could not recover from (a car lost on the grass)
     teach nothing a controller can use"""
     min_return: float = -math.inf
     """imitate only episodes whose return is at least this"""
-    ridge: float = 1.0
+    ridge: NonNegativeFloat = 1.0
     """L2 penalty of the regression (per step of data, so it does not depend on how many episodes are used)"""
-    clip: float = 0.95
+    clip: Annotated[float, Bound(0, 1, low_open=True, high_open=True)] = 0.95
     """targets are clipped to +-clip before atanh (a saturated action would ask for an infinite weight)"""
-    hidden: int = 0
+    hidden: NonNegative = 0
     """width of the controller's tanh hidden layer; 0 is the paper's linear controller (a ridge regression)"""
-    epochs: int = 30
+    epochs: Count = 30
     """with --hidden: passes of Adam over the steps"""
-    lr: float = 1e-3
+    lr: Positive = 1e-3
     """with --hidden: Adam's learning rate (cosine-decayed to 0 over the epochs)"""
-    weight_decay: float = 1e-4
+    weight_decay: NonNegativeFloat = 1e-4
     """with --hidden: AdamW's decoupled weight decay"""
-    batch_size: int = 512
+    batch_size: Count = 512
     """with --hidden: steps per Adam step"""
-    std_floor: float = 1e-6
+    std_floor: Positive = 1e-6
     """with --hidden: inputs are divided by max(their std, this) while fitting; a floor keeps inputs that hardly
     vary in the data from being magnified where the controller drives elsewhere"""
     hidden_outputs: str = "all"
     """with --hidden: the tanh outputs the hidden layer drives, comma-separated indices (e.g. 0: CarRacing's
     steering) or all; the others are the linear controller's ridge fit, a linear map beside the hidden layer
     (ControllerConfig.skip)"""
-    holdout: float = 0.0
+    holdout: HeldOut = 0.0
     """fraction of the chosen episodes (the last ones) left out of the fit and scored as held-out RMSE"""
-    seed: int = 0
+    seed: NonNegative = 0
     """seed of the z draws"""
-    threads: int | None = None
+    threads: Count | None = None
     """torch CPU threads (default: torch's)"""
 
 

@@ -20,7 +20,7 @@ from stable_baselines3 import PPO
 
 from dreamgym.envs.registration import dream_id, latent_id
 from dreamgym.envs.sb3 import make_sb3_vec_env
-from training.cli import parse_args
+from training.cli import Count, NonNegative, Positive, parse_args
 
 
 @dataclass(frozen=True)
@@ -29,25 +29,25 @@ class Args:
     """world model bundle folder or shipped bundle name"""
     game: str = "takecover"
     """game spec name (the bundle must be for this game)"""
-    timesteps: int = 200_000
+    timesteps: Count = 200_000
     """PPO environment steps in the dream"""
-    num_envs: int = 16
+    num_envs: Count = 16
     """dreams stepped as one batch"""
-    n_steps: int = 128
+    n_steps: Count = 128
     """PPO rollout length per env"""
-    temperature: float | None = None
+    temperature: Positive | None = None
     """dream temperature (default: the game's, 1.15 for TakeCover)"""
     obs_mode: str = "zh"
     """policy input: zh | zch | z"""
     device: str = "auto"
     """device of the dream and of the world model in the real game"""
-    seed: int = 0
+    seed: NonNegative = 0
     """PPO seed; evaluation episode k uses seed + k"""
     out: str = "runs/sb3_ppo"
     """output folder: ppo.zip and TensorBoard events"""
-    eval_episodes: int = 10
+    eval_episodes: Count = 10
     """episodes scored in the dream and in the real game"""
-    eval_max_steps: int | None = None
+    eval_max_steps: Count | None = None
     """cap on evaluation episode length (default: the game's)"""
 
 

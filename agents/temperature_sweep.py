@@ -29,7 +29,7 @@ from dreamgym.checkpoint import save_json
 from dreamgym.data import atomic_write
 from dreamgym.envs.registration import dream_id, latent_id
 from dreamgym.world_model import WorldModel
-from training.cli import parse_args
+from training.cli import Count, NonNegative, parse_args
 
 # Ha & Schmidhuber (2018), TakeCover controllers trained in the dream, 100 episodes each: tau -> (dream, real)
 PAPER_TAKECOVER: dict[float, tuple[tuple[float, float], tuple[float, float]]] = {
@@ -49,17 +49,17 @@ class SweepArgs:
     """comma-separated dream temperatures"""
     obs_mode: str = "zch"
     """controller input: zch (the paper's TakeCover [z, c, h]), zh or z"""
-    generations: int = 60
-    popsize: int = 32
-    episodes: int = 8
+    generations: Count = 60
+    popsize: Count = 32
+    episodes: Count = 8
     """dream episodes per CMA-ES candidate"""
-    dream_episodes: int = 100
-    real_episodes: int = 100
-    seed: int = 0
+    dream_episodes: Count = 100
+    real_episodes: Count = 100
+    seed: NonNegative = 0
     """CMA-ES seed; dream scores use seeds from 2,000,000, real ones from 1,000,000 (never trained on)"""
-    workers: int = 2
+    workers: Count = 2
     """real-game worker processes"""
-    threads: int | None = None
+    threads: Count | None = None
     """torch CPU threads of this process (see agents.cmaes --threads)"""
     device: str = "auto"
     out: str = "runs/takecover/sweep"

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib
+import subprocess
+import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal, Optional
 
 import pytest
 
-from training.cli import parse_args
+from training.cli import Count, HeldOut, NonNegative, Positive, Probability, parse_args
 
 
 @dataclass(frozen=True)
@@ -82,3 +86,80 @@ def test_help_shows_the_description_and_every_flag(capsys) -> None:
     assert "Collects things.\n\n    python -m training.x --episodes 3" in out  # the docstring's layout is kept
     flags = ["--game STR", "--episodes INT", "--lr FLOAT", "--resume BOOL", "--max-steps INT", "--preset {quick,paper}"]
     assert all(flag in out for flag in flags), out
+
+
+@dataclass(frozen=True)
+class Bounded:
+    episodes: Count = 3
+    seed: NonNegative = 0
+    sigma0: Positive = 0.1
+    share: Probability = 0.5
+    holdout: HeldOut = 0.0
+    hidden_size: Count | None = None
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--episodes", "0"], "argument --episodes: must be >= 1, got 0"),
+        (["--seed", "-1"], "argument --seed: must be >= 0, got -1"),
+        (["--sigma0", "-1"], "argument --sigma0: must be > 0, got -1.0"),
+        (["--sigma0", "0"], "argument --sigma0: must be > 0, got 0.0"),
+        (["--sigma0", "nan"], "argument --sigma0: must be > 0, got nan"),
+        (["--share", "1.5"], "argument --share: must be in [0, 1], got 1.5"),
+        (["--holdout", "1"], "argument --holdout: must be in [0, 1), got 1.0"),
+        (["--hidden-size", "0"], "argument --hidden-size: must be >= 1, got 0"),
+        (["--episodes", "two"], "argument --episodes: invalid int value: 'two'"),
+    ],
+)
+def test_values_outside_a_fields_bound_exit_2_naming_the_flag(capsys, argv: list[str], message: str) -> None:
+    with pytest.raises(SystemExit) as info:
+        parse_args(Bounded, argv)
+    assert info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_values_on_a_bound_are_accepted() -> None:
+    argv = "--episodes 1 --seed 0 --sigma0 1e-9 --share 1 --holdout 0 --hidden-size none".split()
+    assert parse_args(Bounded, argv) == Bounded(episodes=1, seed=0, sigma0=1e-9, share=1.0, holdout=0.0)
+    assert parse_args(Bounded, ["--hidden-size", "5"]).hidden_size == 5
+
+
+@pytest.mark.parametrize(
+    ("module", "argv", "message"),
+    [
+        ("agents.cmaes", ["--env", "CartPole-v1", "--sigma0", "-1"], "argument --sigma0: must be > 0, got -1.0"),
+        ("agents.cmaes", ["--env", "CartPole-v1", "--popsize", "0"], "argument --popsize: must be >= 1, got 0"),
+        ("training.vae", ["--z-size", "0"], "argument --z-size: must be >= 1, got 0"),
+        ("training.vae", ["--lr", "0"], "argument --lr: must be > 0, got 0.0"),
+        ("training.collect", ["--episodes", "-1"], "argument --episodes: must be >= 1, got -1"),
+        ("training.encode", ["--batch-size", "0"], "argument --batch-size: must be >= 1, got 0"),
+        ("training.mdnrnn", ["--hidden-size", "0"], "argument --hidden-size: must be >= 1, got 0"),
+        ("training.bundle", ["--num-initial", "0"], "argument --num-initial: must be >= 1, got 0"),
+        ("training.relabel", ["--workers", "0"], "argument --workers: must be >= 1, got 0"),
+        ("training.pipeline", ["--seed", "-1"], "argument --seed: must be >= 0, got -1"),
+        ("agents.evaluate", ["--episodes", "0"], "argument --episodes: must be >= 1, got 0"),
+        ("agents.imitate", ["--clip", "1"], "argument --clip: must be in (0, 1), got 1.0"),
+        ("agents.dagger", ["--expert-share", "1.5"], "argument --expert-share: must be in [0, 1], got 1.5"),
+        ("agents.sb3_ppo", ["--temperature", "0"], "argument --temperature: must be > 0, got 0.0"),
+        ("agents.temperature_sweep", ["--generations", "0"], "argument --generations: must be >= 1, got 0"),
+    ],
+)
+def test_every_stage_refuses_bad_values_before_writing(
+    tmp_path: Path, capsys, module: str, argv: list[str], message: str
+) -> None:
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit) as info:
+        importlib.import_module(module).main([*argv, "--out", str(out)])
+    assert info.value.code == 2
+    assert message in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_a_bad_value_exits_2_from_the_command_line(tmp_path: Path, script_env: dict[str, str]) -> None:
+    out = tmp_path / "vae"
+    argv = [sys.executable, "-m", "training.vae", "--z-size", "0", "--out", str(out)]
+    proc = subprocess.run(argv, cwd=tmp_path, env=script_env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1].endswith("error: argument --z-size: must be >= 1, got 0")
+    assert "Traceback" not in proc.stderr and not out.exists()

@@ -21,27 +21,27 @@ import torch
 from dreamgym.checkpoint import load_json
 from dreamgym.data import list_episodes, load_arrays
 from dreamgym.world_model import WorldModel, WorldModelConfig
-from training.cli import parse_args
+from training.cli import Count, NonNegative, parse_args
 from training.common import CONFIG_FILE, numpy_rng
+from training.encode import load_encoder
 from training.mdnrnn import load_mdnrnn
-from training.vae import load_vae
 
 
 @dataclass(frozen=True)
 class BundleArgs:
     vae: str = "runs/takecover/vae"
-    """V run folder"""
+    """V run folder, or a world-model bundle folder or shipped name whose V is kept (a new M for an old V)"""
     mdnrnn: str = "runs/takecover/mdnrnn"
     """M run folder"""
     latents: str = "data/latents/vae"
     """latent folder (written by training.encode with this V) giving the initial latents"""
     out: str = "runs/takecover/world_model"
     """bundle folder to write"""
-    num_initial: int = 1000
+    num_initial: Count = 1000
     """initial latents stored (the paper: ~1,000)"""
-    seed: int = 0
+    seed: NonNegative = 0
     """seed of the choice of episodes when the folder has more than --num-initial"""
-    initial_step: int = 0
+    initial_step: NonNegative = 0
     """frame of each episode the dreams start from (episodes that end before it are not used)"""
 
 
@@ -68,13 +68,13 @@ def initial_latents(latents: str | os.PathLike, count: int, seed: int,
 
 def build_bundle(args: BundleArgs) -> WorldModel:
     """Writes the bundle folder and returns the loaded bundle (the round trip checks what was written)."""
-    vae, mdnrnn = load_vae(args.vae), load_mdnrnn(args.mdnrnn)
+    (vae, vae_dir), mdnrnn = load_encoder(args.vae, torch.device("cpu")), load_mdnrnn(args.mdnrnn)
     game = load_json(Path(args.mdnrnn) / CONFIG_FILE)["provenance"]["game"]
     mu, logvar = initial_latents(args.latents, args.num_initial, args.seed, args.initial_step)
     if mu.shape[1] != vae.config.z_size:
         raise ValueError(f"latents in {args.latents} have z size {mu.shape[1]}, V has {vae.config.z_size}")
     config = WorldModelConfig(game, vae.config, mdnrnn.config)
-    provenance = {"vae": str(Path(args.vae).resolve()), "mdnrnn": str(Path(args.mdnrnn).resolve()),
+    provenance = {"vae": str(vae_dir.resolve()), "mdnrnn": str(Path(args.mdnrnn).resolve()),
                   "latents": str(Path(args.latents).resolve()), "num_initial": len(mu)}  # fmt: skip
     model = WorldModel(config, mu, logvar, provenance, args.initial_step)
     model.vae.load_state_dict(vae.state_dict())

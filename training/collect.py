@@ -39,22 +39,22 @@ from dreamgym.data import Episode, episode_path, list_episodes, save_episode
 from dreamgym.envs.latent import LatentObservation, make_latent_env
 from dreamgym.games import GameSpec, get_game, with_expert_settings
 from dreamgym.processes import become_worker, map_on_workers
-from training.cli import parse_args
+from training.cli import Count, NonNegative, NonNegativeFloat, Probability, parse_args
 
 
 @dataclass(frozen=True)
 class CollectArgs:
     game: str = "takecover"
     """game spec name (takecover, carracing) or real env id"""
-    episodes: int = 100
+    episodes: Count = 100
     """total number of episodes wanted in --out"""
-    workers: int = 2
+    workers: Count = 2
     """worker processes, each with its own game instance"""
     out: str = "data/takecover"
     """folder of episode shards"""
-    seed: int = 0
+    seed: NonNegative = 0
     """base seed; episode i's seed derives from (seed, i, attempt)"""
-    max_steps: int | None = None
+    max_steps: Count | None = None
     """cap on episode length (default: the game's own cap)"""
     exploration: str | None = None
     """one of the game's named alternative exploration policies, or expert (the game's scripted expert)"""
@@ -64,11 +64,11 @@ class CollectArgs:
     """bundle folder or shipped name the controller sees the game through (default: the shipped one)"""
     obs_mode: str = "zch"
     """the controller's input: zch, zh or z"""
-    param_noise: float = 0.1
+    param_noise: NonNegativeFloat = 0.1
     """std of the Gaussian added to the controller's parameters, drawn anew for every episode"""
-    action_noise: float = 0.0
+    action_noise: NonNegativeFloat = 0.0
     """with --exploration expert: std of the Gaussian added to each of its actions (clipped to the action space)"""
-    expert_share: float = 0.0
+    expert_share: Probability = 0.0
     """with --controller: probability that the game's expert plays a step instead (DAgger's beta mixture)"""
     expert_labels: bool = False
     """also record the game's expert's action in every state visited (the shards' expert_actions)"""

@@ -48,6 +48,7 @@ from dreamgym.checkpoint import (
 )
 from dreamgym.data import atomic_write, split_holdout
 from dreamgym.devices import resolve_device
+from training.cli import Count, HeldOut, NonNegative, NonNegativeFloat, Positive
 
 STATE_FILE = "state.safetensors"
 ARGS_FILE = "args.json"
@@ -69,25 +70,25 @@ class TrainArgs:
     """run folder (rerun the same command to resume; a finished run is not retrained)"""
     device: str = "auto"
     """cpu, cuda, cuda:N or auto (cuda when available)"""
-    threads: int | None = None
+    threads: Count | None = None
     """torch CPU threads (default: torch's own choice)"""
-    seed: int = 0
+    seed: NonNegative = 0
     """seed of initialisation, data order and sampling noise"""
-    epochs: int = 1
+    epochs: Count = 1
     """passes over the training episodes"""
-    max_steps: int | None = None
+    max_steps: Count | None = None
     """stop after this many optimizer steps (default: no cap)"""
-    lr: float = 1e-3
+    lr: Positive = 1e-3
     """Adam learning rate"""
-    holdout: float = 0.05
+    holdout: HeldOut = 0.05
     """fraction of episodes held out for evaluation"""
-    max_episodes: int | None = None
+    max_episodes: Count | None = None
     """train on a seeded random subset of at most this many episodes (default: all)"""
-    checkpoint_minutes: float = 5.0
+    checkpoint_minutes: NonNegativeFloat = 5.0
     """save the resume state at least this often"""
-    checkpoint_steps: int | None = None
+    checkpoint_steps: Count | None = None
     """also save it every this many optimizer steps"""
-    log_every: int = 10
+    log_every: Count = 10
     """TensorBoard training scalars every this many steps"""
 
 

@@ -28,7 +28,7 @@ from dreamgym.data import list_episodes, load_arrays, load_episode, save_arrays
 from dreamgym.models.vae import ConvVAE, frames_to_tensor
 from dreamgym.world_model import ARCHITECTURE as WORLD_MODEL_ARCHITECTURE
 from dreamgym.world_model import WorldModel, resolve_bundle
-from training.cli import parse_args
+from training.cli import Count, parse_args
 from training.common import CONFIG_FILE, MODEL_FILE, resolve_device, set_threads
 from training.vae import load_vae
 
@@ -46,9 +46,9 @@ class EncodeArgs:
     """latent folder (default: <episodes>/../latents/<name of the V folder>)"""
     device: str = "auto"
     """cpu, cuda, cuda:N or auto"""
-    threads: int | None = None
+    threads: Count | None = None
     """torch CPU threads"""
-    batch_size: int = 512
+    batch_size: Count = 512
     """frames encoded per forward pass"""
 
 

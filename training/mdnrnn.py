@@ -34,13 +34,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from dreamgym.checkpoint import CheckpointError
+from dreamgym.checkpoint import CheckpointError, load_json
 from dreamgym.data import list_episodes, pad_episodes
 from dreamgym.games import get_game
 from dreamgym.models.mdnrnn import MDNRNN, MDNRNNConfig, mixture_nll
-from dreamgym.world_model import WorldModelConfig
-from training.cli import parse_args
+from dreamgym.world_model import WorldModel, WorldModelConfig, resolve_bundle
+from training.cli import Count, Positive, parse_args
 from training.common import (
+    CONFIG_FILE,
     SPLIT_FILE,
     Trainable,
     TrainArgs,
@@ -63,33 +64,34 @@ Batch = dict[str, torch.Tensor]
 class MDNRNNArgs(TrainArgs):
     out: str = "runs/takecover/mdnrnn"
     """run folder"""
-    epochs: int = 40
+    epochs: Count = 40
     """passes over the training episodes"""
-    lr: float = 1e-3
+    lr: Positive = 1e-3
     """initial Adam learning rate"""
     latents: str = "data/latents/vae"
     """folder written by training.encode"""
     game: str = "takecover"
     """game spec (action encoding, restart flag, reward head, default LSTM size)"""
-    hidden_size: int | None = None
+    hidden_size: Count | None = None
     """LSTM units (default: the game's, 512 for takecover)"""
-    num_mixtures: int = 5
+    num_mixtures: Count = 5
     """Gaussians per latent dimension"""
-    done_pos_weight: float = 10.0
+    done_pos_weight: Positive = 10.0
     """positive class weight of the done BCE (the paper's TakeCover: 10)"""
-    seq_len: int = 1000
+    seq_len: Count = 1000
     """steps per training row, from the episode start; longer episodes are cut"""
-    batch_size: int = 32
+    batch_size: Count = 32
     """episodes per batch"""
-    min_lr: float = 1e-5
+    min_lr: Positive = 1e-5
     """learning rate reached at the last step (exponential decay)"""
-    clip_grad: float = 1.0
+    clip_grad: Positive = 1.0
     """gradient norm clip"""
-    length_pool: int = 50
+    length_pool: Count = 50
     """batches per pool sorted by episode length, so a batch pads little (1: plain shuffle)"""
     init_from: str | None = None
     """M run folder to continue from (the World Models iteration: retrain M on old + new episodes): its
-    final weights start this run and its held-out episodes stay held out"""
+    final weights start this run and its held-out episodes stay held out; or a world-model bundle folder or
+    shipped name, whose M starts this run (its episodes are not known, so the split is drawn afresh)"""
 
 
 @dataclass(frozen=True)
@@ -208,7 +210,7 @@ def init_head_biases(model: MDNRNN, episodes: Sequence[EpisodeSeries]) -> None:
 def build(args: MDNRNNArgs, out: Path, device: torch.device) -> Trainable:
     """Model, data and evaluation of one M run."""
     paths = list_episodes(args.latents)
-    if args.init_from is not None:
+    if args.init_from is not None and is_run_folder(args.init_from):
         inherited_split(out, Path(args.init_from), paths, args.holdout, args.seed)
     train_paths, held_paths = frozen_split(out, paths, args.holdout, args.seed, args.max_episodes)
     train, held = load_series(train_paths, args.seq_len), load_series(held_paths, args.seq_len)
@@ -219,7 +221,7 @@ def build(args: MDNRNNArgs, out: Path, device: torch.device) -> Trainable:
     config = WorldModelConfig.for_game(args.game, **overrides).mdnrnn
     model = seeded_module(lambda: MDNRNN(config), args.seed).to(device)
     if args.init_from is not None:
-        parent = load_mdnrnn(args.init_from)
+        parent = load_parent(args.init_from)
         if parent.config != config:
             raise CheckpointError(f"--init-from {args.init_from}: its M config {parent.config} differs from {config}")
         model.load_state_dict(parent.state_dict())
@@ -273,6 +275,22 @@ def train_mdnrnn(args: MDNRNNArgs) -> dict[str, Any]:
 def load_mdnrnn(folder: str | Path, device: torch.device | str = "cpu") -> MDNRNN:
     """The final M of a run folder."""
     return load_model(folder, ARCHITECTURE, MDNRNNConfig, MDNRNN, device)
+
+
+def is_run_folder(name: str) -> bool:
+    """Whether ``name`` is an M run folder (its config names M's architecture), not a world-model bundle."""
+    config = Path(name) / CONFIG_FILE
+    return config.is_file() and load_json(config).get("architecture") == ARCHITECTURE
+
+
+def load_parent(name: str) -> MDNRNN:
+    """The M that ``--init-from`` names: an M run folder's, or a bundle folder's or shipped bundle's."""
+    if is_run_folder(name):
+        return load_mdnrnn(name)
+    try:
+        return WorldModel.load(resolve_bundle(name)).mdnrnn
+    except FileNotFoundError as err:
+        raise FileNotFoundError(f"--init-from {name!r} is neither an M run folder nor a bundle ({err})") from None
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -48,7 +48,7 @@ from dreamgym.checkpoint import load_json, save_json
 from dreamgym.envs.registration import latent_id
 from dreamgym.games import get_game
 from training.bundle import BundleArgs, build_bundle
-from training.cli import parse_args
+from training.cli import Count, NonNegative, Positive, parse_args
 from training.collect import CollectArgs, collect
 from training.encode import EncodeArgs, encode
 from training.mdnrnn import MDNRNNArgs, train_mdnrnn
@@ -213,15 +213,15 @@ class PipelineArgs:
     """run folder (default: runs/<game>-<preset>)"""
     device: str = "auto"
     """cpu, cuda, cuda:N or auto for V and M"""
-    threads: int | None = None
+    threads: Count | None = None
     """torch CPU threads"""
-    workers: int = 2
+    workers: Count = 2
     """collection worker processes"""
-    seed: int = 0
+    seed: NonNegative = 0
     """seed of every stage"""
     stop_after: str | None = None
     """name of the last stage to run (default: all)"""
-    temperature: float | None = None
+    temperature: Positive | None = None
     """dream temperature tau for controller training (default: the game's, 1.15 for TakeCover)"""
     obs_mode: str | None = None
     """controller input: zh, zch or z (default: the paper's for the game, zch for TakeCover, zh for CarRacing)"""

@@ -27,7 +27,7 @@ from tqdm import tqdm
 from dreamgym.data import ShardError, list_episodes, load_arrays, update_arrays
 from dreamgym.games import GameSpec, get_game, with_expert_settings
 from dreamgym.processes import map_on_workers
-from training.cli import parse_args
+from training.cli import Count, parse_args
 from training.collect import require_expert
 
 
@@ -39,7 +39,7 @@ class RelabelArgs:
     """folder of episode shards (their seeds and actions are replayed; their expert_actions are rewritten)"""
     latents: str | None = None
     """folder of the latent shards encoded from them: their expert_actions are rewritten too"""
-    workers: int = 2
+    workers: Count = 2
     """processes replaying episodes"""
     expert: str | None = None
     """the expert's settings, a JSON object overriding its defaults (CarRacing: TrackExpert's fields, e.g.

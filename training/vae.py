@@ -23,7 +23,7 @@ from PIL import Image
 from dreamgym.data import atomic_write, iter_frame_batches, list_episodes, load_arrays, load_episode
 from dreamgym.games import get_game
 from dreamgym.models.vae import ConvVAE, VAEConfig, frames_to_tensor, tensor_to_frames
-from training.cli import parse_args
+from training.cli import Count, NonNegativeFloat, Positive, parse_args
 from training.common import (
     SPLIT_FILE,
     Trainable,
@@ -43,25 +43,25 @@ ARCHITECTURE = "dreamgym.ConvVAE/v1"
 class VAEArgs(TrainArgs):
     out: str = "runs/takecover/vae"
     """run folder"""
-    epochs: int = 10
+    epochs: Count = 10
     """passes over the training frames (the paper's code: 10)"""
-    lr: float = 1e-4
+    lr: Positive = 1e-4
     """Adam learning rate (paper: 1e-4)"""
     episodes: str = "data/takecover"
     """folder of episode shards"""
     game: str = "takecover"
     """game spec (gives the default z size)"""
-    z_size: int | None = None
+    z_size: Count | None = None
     """latent size (default: the game's, 64 for takecover, 32 for carracing)"""
-    kl_tolerance: float = 0.5
+    kl_tolerance: NonNegativeFloat = 0.5
     """KL floored at kl_tolerance * z_size"""
-    batch_size: int = 100
+    batch_size: Count = 100
     """frames per batch (paper: 100)"""
-    buffer_episodes: int = 32
+    buffer_episodes: Count = 32
     """episodes mixed in memory when shuffling frames"""
-    eval_frames: int = 1024
+    eval_frames: Count = 1024
     """held-out frames scored after each epoch (evenly spread over the held-out episodes)"""
-    grid_frames: int = 8
+    grid_frames: Count = 8
     """held-out frames shown in each reconstruction grid"""
 
 
