@@ -24,7 +24,7 @@ from dreamgym.checkpoint import CheckpointError
 from dreamgym.data import Episode, episode_path, list_episodes, load_episode, save_arrays, save_episode
 from dreamgym.models.mdnrnn import MDNRNN, MDNRNNConfig
 from dreamgym.world_model import WorldModel
-from training.bundle import initial_latents
+from training.bundle import BundleArgs, build_bundle, initial_latents
 from training.common import (
     MODEL_FILE,
     STATE_FILE,
@@ -345,6 +345,26 @@ def test_mdnrnn_init_from_continues_the_parent_and_keeps_its_heldout_episodes(la
     other = dataclasses.replace(child, out=str(tmp_path / "other"), hidden_size=8)
     with pytest.raises(CheckpointError, match="--init-from .* differs"):
         build_mdnrnn(other, tmp_path / "other", torch.device("cpu"))
+
+
+def test_mdnrnn_init_from_a_bundle_starts_from_its_m_and_bundle_keeps_its_v(
+    trained_vae: tuple[Path, Path], latents: Path, tmp_path: Path
+) -> None:
+    """The iteration from a shipped world model: a new M from the bundle's M, bundled with the bundle's V."""
+    parent = dataclasses.replace(tiny_m_args(latents, tmp_path / "parent"), epochs=1)
+    train_mdnrnn(parent)
+    first = build_bundle(BundleArgs(vae=str(trained_vae[1]), mdnrnn=parent.out, latents=str(latents),
+                                    out=str(tmp_path / "bundle"), num_initial=4))  # fmt: skip
+    child = dataclasses.replace(parent, out=str(tmp_path / "child"), init_from=str(tmp_path / "bundle"))
+    built = build_mdnrnn(child, tmp_path / "child", torch.device("cpu"))
+    assert tensors_equal(built.model.state_dict(), first.mdnrnn.state_dict())
+    assert (tmp_path / "child" / "split.json").is_file()  # drawn afresh: a bundle records no split
+    second = build_bundle(BundleArgs(vae=str(tmp_path / "bundle"), mdnrnn=parent.out, latents=str(latents),
+                                     out=str(tmp_path / "bundle2"), num_initial=4))  # fmt: skip
+    assert tensors_equal(second.vae.state_dict(), first.vae.state_dict())
+    with pytest.raises(FileNotFoundError, match="--init-from .* neither"):
+        build_mdnrnn(dataclasses.replace(child, out=str(tmp_path / "x"), init_from=str(tmp_path / "missing")),
+                     tmp_path / "x", torch.device("cpu"))  # fmt: skip
 
 
 def test_mdnrnn_crash_and_resume_equals_uninterrupted(
