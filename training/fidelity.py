@@ -464,10 +464,11 @@ def plot(path: Path, report: dict[str, Any]) -> None:
     for i, (name, values) in enumerate(loop["frame_mse"].items()):
         ys = [np.nan if v is None else v for v in values]
         twin.plot(loop["horizons"], ys, "s--", color=f"C{i}", alpha=0.6, label=f"frame: {name}")
-    ax_loop.set(xscale="log", xlabel="horizon (steps)", ylabel="latent MSE (solid)", title="open-loop error")
-    twin.set_ylabel("decoded-frame MSE, pixels in [0, 1] (dashed)")
+    ax_loop.set(xscale="log", yscale="log", xlabel="horizon (steps)", ylabel="latent MSE (solid)",
+                title="open-loop error")  # fmt: skip
+    twin.set(yscale="log", ylabel="decoded-frame MSE, pixels in [0, 1] (dashed)")
     handles = [*ax_loop.get_legend_handles_labels()[0], *twin.get_legend_handles_labels()[0]]
-    ax_loop.legend(handles=handles, fontsize="x-small", loc="upper left")
+    ax_loop.legend(handles=handles, fontsize="xx-small", loc="lower right", ncol=2)
 
     out = report["episode_outcome"]
     xs, ys = [p["true"] for p in out["points"]], [p["predicted"] for p in out["points"]]
