@@ -14,7 +14,9 @@ Parameters are a flat vector ``[W.ravel(), b]`` with W of shape (A, D) (with a h
 ``[W_h.ravel(), b_h, W.ravel(), b]``, W_h (H, D), W (A, H)), so a population is a (P, n) tensor and
 :func:`population_outputs` computes all P·E actions of a generation with one einsum per layer. On disk a
 controller is ``controller.safetensors`` (``weight``, ``bias``, and ``hidden.weight``, ``hidden.bias``
-with a hidden layer) plus ``controller.json`` (config, spaces, env id, provenance, versions).
+with a hidden layer) plus ``controller.json`` (config, spaces, env id, provenance, versions). Loading checks
+both files against a ``SHA256SUMS`` in the controller's folder, or in the shipped game folder above its
+``controllers/`` folder, every config field, and every tensor's shape, dtype (float32) and finiteness.
 """
 
 from __future__ import annotations
@@ -30,7 +32,17 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from dreamgym.checkpoint import CheckpointError, load_json, load_tensors, save_json, save_tensors, versions
+from dreamgym.checkpoint import (
+    CheckpointError,
+    check_number,
+    config_from_json,
+    load_json,
+    load_tensors,
+    save_json,
+    save_tensors,
+    verify_listed,
+    versions,
+)
 from dreamgym.games import get_game
 
 LINEAR_ARCHITECTURE = "dreamgym.LinearController/v1"
@@ -41,6 +53,8 @@ SKIP_ARCHITECTURE = "dreamgym.MLPSkipController/v1"
 ARCHITECTURES = (LINEAR_ARCHITECTURE, MLP_ARCHITECTURE, SKIP_ARCHITECTURE)
 CONFIG_FILE = "controller.json"
 WEIGHTS_FILE = "controller.safetensors"
+CONTROLLERS_DIR = "controllers"
+"""Folder of a shipped game's controllers; the game folder's ``SHA256SUMS`` covers them."""
 GAME_KEY = "dreamgym_game"
 
 # The paper's TakeCover controller has no bias (1,088 parameters); CarRacing's has one (867).
@@ -59,6 +73,25 @@ def space_to_json(space: gym.spaces.Space) -> dict[str, Any]:
     if isinstance(space, gym.spaces.Discrete):
         return {"type": "Discrete", "n": int(space.n), "start": int(space.start)}
     raise TypeError(f"the controller supports Box and Discrete action spaces, not {space}")
+
+
+def check_action_space_json(space: dict[str, Any]) -> None:
+    """Raises ValueError unless ``space`` is what :func:`space_to_json` writes for a Box or Discrete space."""
+    if space.get("type") == "Discrete":
+        check_number("action_space.n", space.get("n"), 1, integer=True)
+        check_number("action_space.start", space.get("start"), -math.inf, integer=True)
+        return
+    if space.get("type") != "Box":
+        raise ValueError(f"action_space.type must be 'Box' or 'Discrete', got {space.get('type')!r}")
+    shape = space.get("shape")
+    if not isinstance(shape, list) or not all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in shape):
+        raise ValueError(f"action_space.shape must be a list of positive integers, got {shape!r}")
+    for bound in ("low", "high"):
+        values = space.get(bound)
+        if not isinstance(values, list) or len(values) != math.prod(shape):
+            raise ValueError(f"action_space.{bound} must be a list of {math.prod(shape)} numbers, got {values!r}")
+        for value in values:
+            check_number(f"action_space.{bound}", value, -math.inf)
 
 
 def env_spaces(env: gym.Env | gym.vector.VectorEnv) -> tuple[gym.spaces.Space, gym.spaces.Space]:
@@ -94,8 +127,10 @@ class ControllerConfig:
     skip: bool = False
 
     def __post_init__(self) -> None:
-        if self.hidden < 0:
-            raise ValueError(f"hidden must be >= 0 (0: linear), got {self.hidden}")
+        check_number("obs_dim", self.obs_dim, 1, integer=True)
+        check_number("action_out", self.action_out, 1, integer=True)
+        check_number("hidden", self.hidden, 0, integer=True)
+        check_action_space_json(self.action_space)
         if self.skip and not self.hidden:
             raise ValueError("skip (a linear map beside the hidden layer) needs hidden > 0")
 
@@ -289,19 +324,20 @@ class Controller:
     def load(cls, folder: str | os.PathLike, env: gym.Env | gym.vector.VectorEnv | None = None) -> Controller:
         """Loads a saved controller; with ``env``, fails clearly unless its spaces and game fit."""
         folder = Path(folder)
+        files = [folder / CONFIG_FILE, folder / WEIGHTS_FILE]
+        verify_listed(folder, files)
+        if folder.parent.name == CONTROLLERS_DIR:
+            verify_listed(folder.parent.parent, files)
         meta = load_json(folder / CONFIG_FILE)
         architecture = meta.get("architecture")
         if architecture not in ARCHITECTURES:
             raise CheckpointError(f"{folder / CONFIG_FILE}: checkpoint is for architecture {architecture!r}, expected "
                                   f"a controller (one of {', '.join(map(repr, ARCHITECTURES))})")  # fmt: skip
-        try:
-            config = ControllerConfig(**meta["config"])
-        except (KeyError, TypeError, ValueError) as err:
-            raise CheckpointError(f"{folder / CONFIG_FILE}: malformed controller config ({err})") from err
+        config = config_from_json(ControllerConfig, meta.get("config"), folder / CONFIG_FILE, "config")
         if architecture != config.architecture:
             raise CheckpointError(f"{folder / CONFIG_FILE}: architecture {architecture!r} with hidden={config.hidden}"
                                   f", skip={config.skip} (expected {config.architecture!r})")  # fmt: skip
-        tensors = load_tensors(folder / WEIGHTS_FILE)
+        tensors = load_tensors(folder / WEIGHTS_FILE, dtype=torch.float32)
         expected = config.param_shapes()
         found = {k: tuple(v.shape) for k, v in tensors.items()}
         if found != expected:

@@ -13,27 +13,17 @@ Layout of one shipped game (``dreamgym/pretrained/<game>/``)::
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 
 import gymnasium as gym
 
-from dreamgym.controller import Controller
+from dreamgym.checkpoint import CHECKSUM_FILE, read_checksums, sha256
+from dreamgym.controller import CONTROLLERS_DIR, Controller
 from dreamgym.data import atomic_write
 from dreamgym.world_model import PRETRAINED_DIR
 
-CHECKSUM_FILE = "SHA256SUMS"
-CONTROLLERS_DIR = "controllers"
 DEFAULT_FILE = "DEFAULT"
-
-
-def sha256(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def shipped_files(folder: str | os.PathLike) -> list[Path]:
@@ -57,10 +47,7 @@ def verify_checksums(folder: str | os.PathLike) -> list[str]:
     sums = folder / CHECKSUM_FILE
     if not sums.is_file():
         return [f"{sums}: checksum file not found"]
-    recorded = {}
-    for line in sums.read_text().splitlines():
-        digest, _, name = line.partition("  ")
-        recorded[name] = digest
+    recorded = read_checksums(sums)
     present = {p.relative_to(folder).as_posix() for p in shipped_files(folder)}
     problems = [f"{name}: missing" for name in sorted(set(recorded) - present)]
     problems += [f"{name}: not in {CHECKSUM_FILE}" for name in sorted(present - set(recorded))]

@@ -1,27 +1,33 @@
 """The WorldModel bundle: V + M + the game they model + the real initial latents dreams start from.
 
 On disk a bundle is a folder with ``config.json`` (architecture, sizes, game, provenance, versions) and
-``model.safetensors`` (``vae.*``, ``mdnrnn.*``, ``initial_mu``, ``initial_logvar``). Shipped bundles live
-in ``dreamgym/pretrained/<name>/`` and load by name.
+``model.safetensors`` (``vae.*``, ``mdnrnn.*``, ``initial_mu``, ``initial_logvar``, all of the dtype named by
+the config's ``provenance.weights_dtype``, float32 when absent). Shipped bundles live in
+``dreamgym/pretrained/<name>/`` and load by name. Loading checks the files against the folder's ``SHA256SUMS``
+when it has one (shipped bundles do), every config field, and every tensor's shape, dtype and finiteness.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from dreamgym.checkpoint import (
+    WEIGHT_DTYPES,
     CheckpointError,
+    check_number,
+    config_from_json,
     load_json,
     load_state_dict,
     load_tensors,
     save_json,
     save_tensors,
+    verify_listed,
     versions,
 )
 from dreamgym.games import GameSpec, get_game
@@ -52,6 +58,39 @@ class WorldModelConfig:
             reward_head=spec.reward_mode == "predicted",
         )
         return cls(spec.name, VAEConfig(z_size=spec.z_size), dataclasses.replace(mdnrnn, **mdnrnn_overrides))
+
+
+@dataclass(frozen=True)
+class BundleFile:
+    """The fields of a bundle's config.json, checked on load (V's and M's configs are checked on their own)."""
+
+    architecture: str
+    game: str
+    vae: dict[str, Any]
+    mdnrnn: dict[str, Any]
+    num_initial_latents: int = 1
+    initial_step: int = 0
+    provenance: dict[str, Any] = field(default_factory=dict)
+    versions: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        check_number("num_initial_latents", self.num_initial_latents, 1, integer=True)
+        try:
+            get_game(self.game)
+        except KeyError as err:
+            raise ValueError(f"game {err.args[0]}") from None
+        dtype = self.provenance.get("weights_dtype", "float32")
+        if dtype not in WEIGHT_DTYPES:
+            raise ValueError(f"provenance.weights_dtype must be one of {sorted(WEIGHT_DTYPES)}, got {dtype!r}")
+
+    @property
+    def weights_dtype(self) -> torch.dtype:
+        return WEIGHT_DTYPES[self.provenance.get("weights_dtype", "float32")]
+
+    def world_model_config(self, path: Path) -> WorldModelConfig:
+        """V's and M's configs, each field checked (CheckpointError naming ``path`` and the field)."""
+        vae = config_from_json(VAEConfig, self.vae, path, "vae")
+        return WorldModelConfig(self.game, vae, config_from_json(MDNRNNConfig, self.mdnrnn, path, "mdnrnn"))
 
 
 def resolve_bundle(name_or_path: str | os.PathLike) -> Path:
@@ -108,10 +147,15 @@ class WorldModel(torch.nn.Module):
         return self.initial_mu.device
 
     def save(self, folder: str | os.PathLike, dtype: torch.dtype | None = None) -> None:
-        """Writes config.json + model.safetensors (optionally cast, e.g. fp16 for shipping)."""
+        """Writes config.json + model.safetensors (optionally cast, e.g. fp16 for shipping); the config records the
+        weights' dtype, which loading checks."""
         folder = Path(folder)
         tensors = {k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v)
                    for k, v in self.state_dict().items()}  # fmt: skip
+        names = {v: k for k, v in WEIGHT_DTYPES.items()}
+        saved_dtype = tensors["initial_mu"].dtype
+        if saved_dtype not in names or any(v.dtype != saved_dtype for v in tensors.values()):
+            raise ValueError(f"bundle weights must all be one of {sorted(WEIGHT_DTYPES)}; pass dtype= to cast them")
         save_tensors(folder / WEIGHTS_FILE, tensors)
         save_json(
             folder / CONFIG_FILE,
@@ -122,24 +166,27 @@ class WorldModel(torch.nn.Module):
                 "mdnrnn": dataclasses.asdict(self.config.mdnrnn),
                 "num_initial_latents": int(self.initial_mu.shape[0]),
                 "initial_step": self.initial_step,
-                "provenance": self.provenance,
+                "provenance": {**self.provenance, "weights_dtype": names[saved_dtype]},
                 "versions": versions(),
             },
         )
 
     @classmethod
     def load(cls, name_or_path: str | os.PathLike, device: torch.device | str = "cpu") -> WorldModel:
-        """Loads a bundle folder or shipped bundle name; weights are cast to float32 on ``device``."""
+        """Loads a bundle folder or shipped bundle name; weights are cast to float32 on ``device``.
+
+        Every check (checksums, config fields, tensor shapes, dtypes and values) fails with a CheckpointError.
+        """
         folder = resolve_bundle(name_or_path)
-        meta = load_json(folder / CONFIG_FILE, ARCHITECTURE)
+        config_path, weights_path = folder / CONFIG_FILE, folder / WEIGHTS_FILE
+        verify_listed(folder, [config_path, weights_path])
+        meta = config_from_json(BundleFile, load_json(config_path, ARCHITECTURE), config_path, "config")
+        config = meta.world_model_config(config_path)
+        tensors = load_tensors(weights_path, dtype=meta.weights_dtype)
+        z, n = config.vae.z_size, meta.num_initial_latents
         try:
-            config = WorldModelConfig(meta["game"], VAEConfig(**meta["vae"]), MDNRNNConfig(**meta["mdnrnn"]))
-            get_game(config.game)
-        except (KeyError, TypeError) as err:
-            raise CheckpointError(f"{folder / CONFIG_FILE}: malformed world-model config ({err})") from err
-        tensors = load_tensors(folder / WEIGHTS_FILE)
-        n = int(meta.get("num_initial_latents", 1))
-        z = config.vae.z_size
-        model = cls(config, torch.zeros(n, z), torch.zeros(n, z), meta.get("provenance"), meta.get("initial_step", 0))
-        load_state_dict(model, tensors, folder / WEIGHTS_FILE)
+            model = cls(config, torch.zeros(n, z), torch.zeros(n, z), meta.provenance, meta.initial_step)
+        except ValueError as err:
+            raise CheckpointError(f"{config_path}: {err}") from err
+        load_state_dict(model, tensors, weights_path)
         return model.to(device).eval()

@@ -3,15 +3,25 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import load_file, save_file
 
-from dreamgym.checkpoint import CheckpointError
-from dreamgym.controller import Controller, ControllerConfig, population_outputs
+from dreamgym.checkpoint import CHECKSUM_FILE, CheckpointError
+from dreamgym.controller import (
+    CONFIG_FILE,
+    CONTROLLERS_DIR,
+    WEIGHTS_FILE,
+    Controller,
+    ControllerConfig,
+    population_outputs,
+)
+from dreamgym.shipped import write_checksums
 from tests.spaces_env import SpacesEnv, game_env
 
 
@@ -156,7 +166,7 @@ def test_hidden_layer_outputs_counts_and_round_trip(tmp_path: Path) -> None:
     (tmp_path / "mlp" / "controller.json").write_text(json.dumps(meta))
     with pytest.raises(CheckpointError, match="hidden=4"):
         Controller.load(tmp_path / "mlp")
-    with pytest.raises(ValueError, match="hidden must be >= 0"):
+    with pytest.raises(ValueError, match="hidden must be an integer >= 0, got -1"):
         ControllerConfig.for_env(env, hidden=-1)
 
 
@@ -182,3 +192,83 @@ def test_skip_map_beside_the_hidden_layer(tmp_path: Path) -> None:
     assert "skip" not in json.loads((tmp_path / "mlp" / "controller.json").read_text())["config"]
     with pytest.raises(ValueError, match="needs hidden > 0"):
         ControllerConfig.for_env(env, skip=True)
+
+
+def saved_controller(folder: Path) -> Path:
+    config = ControllerConfig.for_env(game_env("carracing", 4))
+    Controller(config, np.arange(config.n_params, dtype=np.float32)).save(folder)
+    return folder
+
+
+def edit_controller_tensors(folder: Path, edit: Callable[[dict[str, torch.Tensor]], None]) -> None:
+    tensors = load_file(str(folder / WEIGHTS_FILE))
+    edit(tensors)
+    save_file(tensors, str(folder / WEIGHTS_FILE))
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda t: t["weight"].__setitem__((0, 1), float("nan")), "tensor 'weight' holds NaN or infinite"),
+        (
+            lambda t: t.update(bias=t["bias"].to(torch.int8)),
+            "tensor 'bias' is torch.int8, the config says torch.float32",
+        ),
+        (lambda t: t.update(bias=t["bias"].half()), "tensor 'bias' is torch.float16"),
+    ],
+)
+def test_non_finite_or_recast_controller_weights_are_refused(tmp_path: Path, edit: Callable, message: str) -> None:
+    folder = saved_controller(tmp_path / "c")
+    edit_controller_tensors(folder, edit)
+    with pytest.raises(CheckpointError, match=f"{WEIGHTS_FILE}: {message}"):
+        Controller.load(folder)
+
+
+def test_controller_folder_with_sha256sums_is_checked(tmp_path: Path) -> None:
+    folder = saved_controller(tmp_path / "c")
+    write_checksums(folder)
+    Controller.load(folder)
+    edit_controller_tensors(folder, lambda t: t["weight"].add_(1.0))
+    with pytest.raises(CheckpointError, match=f"{WEIGHTS_FILE}: sha256 differs"):
+        Controller.load(folder)
+    (folder / CHECKSUM_FILE).write_bytes(b"\x89PNG\r\n\x1a\n\xff")
+    with pytest.raises(CheckpointError, match=f"{CHECKSUM_FILE}: not a text checksum file"):
+        Controller.load(folder)
+
+
+def test_controller_in_a_game_folder_is_checked_against_its_sha256sums(tmp_path: Path) -> None:
+    folder = saved_controller(tmp_path / "game" / CONTROLLERS_DIR / "mine")
+    write_checksums(tmp_path / "game")
+    Controller.load(folder)
+    config = folder / CONFIG_FILE
+    config.write_text(config.read_text() + "\n")  # still valid JSON, but not the shipped file
+    with pytest.raises(CheckpointError, match=f"{CONFIG_FILE}: sha256 differs from the one in .*game/{CHECKSUM_FILE}"):
+        Controller.load(folder)
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda c: c.update(config=[4, 3]), "config must be a JSON object, got list"),
+        (lambda c: c["config"].update(obs_dim="4"), "config.obs_dim must be of type int, got '4'"),
+        (lambda c: c["config"].update(obs_dim=0), "config.obs_dim must be an integer >= 1, got 0"),
+        (lambda c: c["config"].update(bias=1), "config.bias must be of type bool, got 1"),
+        (lambda c: c["config"].update(game=5), "config.game must be of type str | None, got 5"),
+        (lambda c: c["config"]["action_space"].update(type="Tuple"), "config.action_space.type must be 'Box' or"),
+        (lambda c: c["config"]["action_space"]["low"].pop(), "config.action_space.low must be a list of 3 numbers"),
+    ],
+)
+def test_controller_config_fields_are_checked_on_load(tmp_path: Path, edit: Callable, message: str) -> None:
+    folder = saved_controller(tmp_path / "c")
+    meta = json.loads((folder / CONFIG_FILE).read_text())
+    edit(meta)
+    (folder / CONFIG_FILE).write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match=f"{CONFIG_FILE}: {message}"):
+        Controller.load(folder)
+
+
+def test_controller_config_that_is_a_json_list_is_refused(tmp_path: Path) -> None:
+    folder = saved_controller(tmp_path / "c")
+    (folder / CONFIG_FILE).write_text("[]")
+    with pytest.raises(CheckpointError, match="expected a JSON object, got a JSON list"):
+        Controller.load(folder)

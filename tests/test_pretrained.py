@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,9 +13,11 @@ from gymnasium.utils.env_checker import check_env
 
 import dreamgym  # noqa: F401  (registers the ids)
 from agents.evaluate import REAL_SEEDS, EvalArgs, evaluate
+from dreamgym.checkpoint import CheckpointError
+from dreamgym.controller import Controller
 from dreamgym.envs.registration import latent_id
 from dreamgym.shipped import shipped_controller, shipped_controller_dir, shipped_game_dir, verify_checksums
-from dreamgym.world_model import WorldModel
+from dreamgym.world_model import WEIGHTS_FILE, WorldModel
 
 SHIPPED_GAMES = ["takecover", "carracing"]
 
@@ -88,3 +91,20 @@ def test_shipped_controller_beats_its_bar_in_the_real_game(game: str) -> None:
                     episodes=check.episodes, seed=REAL_SEEDS, device="cpu", out="evaluation.json")  # fmt: skip
     report = evaluate(args)
     assert report["mean"] >= check.bar, report["returns"]
+
+
+@pytest.mark.parametrize("game", SHIPPED_GAMES)
+def test_a_modified_copy_of_a_shipped_game_fails_its_checksums_on_load(game: str, tmp_path: Path) -> None:
+    copy = tmp_path / game
+    shutil.copytree(shipped_game_dir(game), copy)
+    controller = shipped_controller_dir(game).relative_to(shipped_game_dir(game))
+    WorldModel.load(copy)  # an intact copy loads: its SHA256SUMS matches
+    Controller.load(copy / controller)
+    for path in (copy / WEIGHTS_FILE, copy / controller / "controller.safetensors"):
+        data = bytearray(path.read_bytes())
+        data[-2] ^= 0x01  # a flipped bit in the last weight: loadable and finite, caught only by the checksum
+        path.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match=f"{WEIGHTS_FILE}: sha256 differs"):
+        WorldModel.load(copy)
+    with pytest.raises(CheckpointError, match="controller.safetensors: sha256 differs"):
+        Controller.load(copy / controller)

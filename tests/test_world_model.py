@@ -9,8 +9,10 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import make_tiny_world_model
+from safetensors.torch import load_file, save_file
 
-from dreamgym.checkpoint import CheckpointError
+from dreamgym.checkpoint import CHECKSUM_FILE, CheckpointError
+from dreamgym.shipped import write_checksums
 from dreamgym.world_model import CONFIG_FILE, WEIGHTS_FILE, WorldModel, WorldModelConfig
 
 
@@ -28,7 +30,7 @@ def test_save_load_round_trip_is_bit_exact(game: str, tiny_bundle: Callable[...,
     original = make_tiny_world_model(game, seed=3)
     loaded = WorldModel.load(tiny_bundle(game, seed=3))
     assert loaded.config == original.config
-    assert loaded.provenance == original.provenance
+    assert loaded.provenance == {**original.provenance, "weights_dtype": "float32"}
     expected = original.state_dict()
     for key, value in loaded.state_dict().items():
         assert torch.equal(value, expected[key]), key
@@ -92,7 +94,7 @@ def test_foreign_architecture_is_refused(tiny_bundle: Callable[..., Path]) -> No
 def test_malformed_config_is_refused(tiny_bundle: Callable[..., Path]) -> None:
     folder = tiny_bundle()
     edit_config(folder, lambda c: c["vae"].update(unknown_field=1))
-    with pytest.raises(CheckpointError, match="malformed"):
+    with pytest.raises(CheckpointError, match="vae has unknown fields \\['unknown_field'\\]"):
         WorldModel.load(folder)
     (folder / CONFIG_FILE).write_text("{not json")
     with pytest.raises(CheckpointError, match="not valid JSON"):
@@ -100,11 +102,109 @@ def test_malformed_config_is_refused(tiny_bundle: Callable[..., Path]) -> None:
 
 
 def test_missing_tensor_is_refused(tiny_bundle: Callable[..., Path]) -> None:
-    from safetensors.torch import load_file, save_file
-
     folder = tiny_bundle()
     tensors = load_file(str(folder / WEIGHTS_FILE))
     del tensors["mdnrnn.done.weight"]
     save_file(tensors, str(folder / WEIGHTS_FILE))
     with pytest.raises(CheckpointError, match="missing"):
+        WorldModel.load(folder)
+
+
+def edit_tensors(folder: Path, edit: Callable[[dict[str, torch.Tensor]], None]) -> None:
+    tensors = load_file(str(folder / WEIGHTS_FILE))
+    edit(tensors)
+    save_file(tensors, str(folder / WEIGHTS_FILE))
+
+
+def nan_in_m(tensors: dict[str, torch.Tensor]) -> None:
+    tensors["mdnrnn.lstm.weight_hh_l0"][3, 2] = float("nan")
+
+
+def cast_to_int8(tensors: dict[str, torch.Tensor]) -> None:
+    tensors.update({k: v.to(torch.int8) for k, v in tensors.items()})
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (nan_in_m, "'mdnrnn.lstm.weight_hh_l0' holds NaN or infinite"),
+        (lambda t: t["initial_mu"].fill_(float("inf")), "'initial_mu' holds NaN or infinite"),
+        (cast_to_int8, "'initial_logvar' is torch.int8, the config says torch.float32"),
+    ],
+)
+def test_non_finite_or_recast_weights_are_refused(tiny_bundle: Callable[..., Path], edit: Callable,
+                                                  message: str) -> None:  # fmt: skip
+    folder = tiny_bundle()
+    edit_tensors(folder, edit)
+    with pytest.raises(CheckpointError, match=f"{WEIGHTS_FILE}: tensor {message}"):
+        WorldModel.load(folder)
+
+
+def test_8_kib_of_nan_inside_the_weights_file_is_refused(tiny_bundle: Callable[..., Path]) -> None:
+    folder = tiny_bundle()
+    data = bytearray((folder / WEIGHTS_FILE).read_bytes())
+    start = 8 + int.from_bytes(data[:8], "little") + 4096  # past the header, into the tensor data
+    data[start : start + 8192] = b"\x00\x00\xc0\x7f" * 2048  # float32 NaN
+    (folder / WEIGHTS_FILE).write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="tensor '.*' holds NaN"):
+        WorldModel.load(folder)
+
+
+def test_weights_of_another_dtype_than_the_config_names_are_refused(tmp_path: Path) -> None:
+    make_tiny_world_model().save(tmp_path / "fp16", dtype=torch.float16)
+    assert json.loads((tmp_path / "fp16" / CONFIG_FILE).read_text())["provenance"]["weights_dtype"] == "float16"
+    edit_tensors(tmp_path / "fp16", lambda t: t.update({k: v.float() for k, v in t.items()}))
+    with pytest.raises(CheckpointError, match="is torch.float32, the config says torch.float16"):
+        WorldModel.load(tmp_path / "fp16")
+
+
+def test_any_bundle_folder_with_sha256sums_is_checked(tiny_bundle: Callable[..., Path]) -> None:
+    folder = tiny_bundle()
+    write_checksums(folder)
+    WorldModel.load(folder)
+    data = bytearray((folder / WEIGHTS_FILE).read_bytes())
+    data[-100] ^= 0x01  # one flipped bit: still loadable, finite and the right dtype
+    (folder / WEIGHTS_FILE).write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match=f"{WEIGHTS_FILE}: sha256 differs"):
+        WorldModel.load(folder)
+    (folder / CHECKSUM_FILE).write_text("")
+    with pytest.raises(CheckpointError, match=f"{CONFIG_FILE}: not listed in"):
+        WorldModel.load(folder)
+
+
+@pytest.mark.parametrize("content", [b"\xff\xfe\x00binary", b"not a checksum line\n"])
+def test_unreadable_sha256sums_is_a_checkpoint_error(tiny_bundle: Callable[..., Path], content: bytes) -> None:
+    folder = tiny_bundle()
+    (folder / CHECKSUM_FILE).write_bytes(content)
+    with pytest.raises(CheckpointError, match=CHECKSUM_FILE):
+        WorldModel.load(folder)
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda c: c["mdnrnn"].update(hidden_size="16"), r"mdnrnn.hidden_size must be of type int, got '16'"),
+        (lambda c: c["mdnrnn"].update(done_pos_weight=-1), r"mdnrnn.done_pos_weight must be a finite number > 0"),
+        (lambda c: c["mdnrnn"].update(num_mixtures=0), r"mdnrnn.num_mixtures must be an integer >= 1, got 0"),
+        (lambda c: c["mdnrnn"].update(restart_flag="yes"), r"mdnrnn.restart_flag must be of type bool, got 'yes'"),
+        (lambda c: c["vae"].update(kl_tolerance=-0.5), r"vae.kl_tolerance must be a finite number >= 0"),
+        (lambda c: c.update(vae=[8, 0.5]), r"config.vae must be of type dict, got \[8, 0.5\]"),
+        (lambda c: c.update(num_initial_latents=0), r"config.num_initial_latents must be an integer >= 1"),
+        (lambda c: c.update(initial_step=-3), r"initial_step must be an integer >= 0"),
+        (lambda c: c.update(game="pong"), r"config.game .*pong"),
+        (lambda c: c["provenance"].update(weights_dtype="int8"), r"config.provenance.weights_dtype must be one of"),
+        (lambda c: c.pop("mdnrnn"), r"config has no \['mdnrnn'\]"),
+    ],
+)
+def test_config_fields_are_checked_on_load(tiny_bundle: Callable[..., Path], edit: Callable, message: str) -> None:
+    folder = tiny_bundle()
+    edit_config(folder, edit)
+    with pytest.raises(CheckpointError, match=f"{CONFIG_FILE}: {message}"):
+        WorldModel.load(folder)
+
+
+def test_a_config_that_is_a_json_list_is_refused(tiny_bundle: Callable[..., Path]) -> None:
+    folder = tiny_bundle()
+    (folder / CONFIG_FILE).write_text("[1, 2]")
+    with pytest.raises(CheckpointError, match="expected a JSON object, got a JSON list"):
         WorldModel.load(folder)

@@ -21,6 +21,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from dreamgym.checkpoint import check_number
+
 LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
 
 LSTMState = tuple[torch.Tensor, torch.Tensor]
@@ -38,6 +40,11 @@ class MDNRNNConfig:
     reward_head: bool = True
     done_head: bool = True
     done_pos_weight: float = 10.0
+
+    def __post_init__(self) -> None:
+        for name in ("z_size", "action_dim", "hidden_size", "num_mixtures"):
+            check_number(name, getattr(self, name), 1, integer=True)
+        check_number("done_pos_weight", self.done_pos_weight, 0, exclusive=True)
 
     @property
     def input_size(self) -> int:

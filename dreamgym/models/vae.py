@@ -9,6 +9,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from dreamgym.checkpoint import check_number
+
 
 @dataclass(frozen=True)
 class VAEConfig:
@@ -16,6 +18,10 @@ class VAEConfig:
 
     z_size: int = 32
     kl_tolerance: float = 0.5
+
+    def __post_init__(self) -> None:
+        check_number("z_size", self.z_size, 1, integer=True)
+        check_number("kl_tolerance", self.kl_tolerance, 0)
 
 
 def frames_to_tensor(frames: np.ndarray | torch.Tensor, device: torch.device | str = "cpu") -> torch.Tensor:
