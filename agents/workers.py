@@ -15,11 +15,6 @@ evaluations such as 100 real CarRacing episodes.
 from __future__ import annotations
 
 import json
-import multiprocessing as mp
-import time
-import traceback
-from collections import deque
-from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import Any
 
@@ -31,9 +26,10 @@ from tqdm import tqdm
 from agents.rollout import Scores, env_kwargs_for, episode_seeds, make_env, play_episode
 from dreamgym.controller import ControllerConfig
 from dreamgym.devices import resolve_device
-from dreamgym.processes import become_worker, kill_group
+from dreamgym.processes import WorkerPool, on_worker_exit
 
 _ENVS: dict[str, gym.Env] = {}
+_TASK: tuple[str, dict[str, Any], ControllerConfig] | None = None
 
 
 def _cached_env(env_id: str, env_kwargs: dict[str, Any]) -> gym.Env:
@@ -57,22 +53,19 @@ def _close_envs() -> None:
     _ENVS.clear()
 
 
-def _worker_loop(conn: Connection, env_id: str, env_kwargs: dict[str, Any], config: ControllerConfig) -> None:
-    """Builds the env, says ``ready``, then answers (k, params, seed) tasks until the pipe closes."""
-    become_worker(_close_envs)
+def _init_worker(env_id: str, env_kwargs: dict[str, Any], config: ControllerConfig) -> None:
+    """A pool worker: one torch thread, its env built before it says ready, closed when it exits."""
+    global _TASK
     torch.set_num_threads(1)
-    try:
-        _cached_env(env_id, env_kwargs)
-        conn.send(("ready", None))
-        while True:
-            try:
-                k, params, seed = conn.recv()
-            except EOFError:
-                _close_envs()
-                return
-            conn.send(("done", (k, run_episode(env_id, env_kwargs, config, params, seed))))
-    except Exception:  # reported to the parent, which raises it
-        conn.send(("error", traceback.format_exc()))
+    on_worker_exit(_close_envs)
+    _cached_env(env_id, env_kwargs)
+    _TASK = (env_id, env_kwargs, config)
+
+
+def _play(job: tuple[np.ndarray, int]) -> tuple[float, int]:
+    """A pool job: one episode of (params, seed) on this worker's env."""
+    assert _TASK is not None
+    return run_episode(*_TASK, *job)
 
 
 def _count_failure(failures: np.ndarray, k: int, seeds: np.ndarray, why: str, max_retries: int) -> None:
@@ -89,38 +82,9 @@ def _scores(results: dict[int, tuple[float, int]], seeds: np.ndarray, candidates
     return Scores(returns, lengths, seeds.reshape(shape))
 
 
-class _Worker:
-    """One worker process, its pipe, and the task it is playing (``None`` while idle or starting)."""
-
-    def __init__(self, ctx: Any, env_id: str, env_kwargs: dict[str, Any], config: ControllerConfig) -> None:
-        self.conn, child = ctx.Pipe()
-        self.process = ctx.Process(target=_worker_loop, args=(child, env_id, env_kwargs, config), daemon=True)
-        self.process.start()
-        child.close()
-        self.ready = False
-        self.task: int | None = None
-        self.since = time.monotonic()
-
-    def assign(self, k: int, params: np.ndarray, seed: int) -> None:
-        self.conn.send((k, params, int(seed)))
-        self.task, self.since = k, time.monotonic()
-
-    def kill(self) -> None:
-        kill_group(self.process.pid)
-        self.process.join()
-        self.conn.close()
-
-    def stop(self) -> None:
-        """Closes the pipe so the worker closes its games and exits; kills it if it does not."""
-        self.conn.close()
-        self.process.join(timeout=10)
-        if self.process.is_alive():
-            kill_group(self.process.pid)
-            self.process.join()
-
-
 class PoolEvaluator:
-    """Scores candidates episode by episode on ``workers`` local processes (spawned, one env each)."""
+    """Scores candidates episode by episode on a :class:`dreamgym.processes.WorkerPool` of ``workers`` local
+    processes (spawned, one env each, kept from one call to the next)."""
 
     def __init__(
         self,
@@ -134,72 +98,31 @@ class PoolEvaluator:
         device: str | torch.device = "cpu",
         progress: str | None = None,
     ) -> None:
-        if workers < 1:
-            raise ValueError(f"workers must be >= 1, got {workers}")
         self.args = (env_id, env_kwargs_for(env_id, env_kwargs, resolve_device(device)), config)
-        self.timeout, self.max_retries, self.startup_timeout = timeout, max_retries, startup_timeout
         self.progress = progress
-        self._ctx = mp.get_context("spawn")
-        self._workers = [_Worker(self._ctx, *self.args) for _ in range(workers)]
-        self.replaced = 0
+        self._pool: WorkerPool[tuple[np.ndarray, int], tuple[float, int]] = WorkerPool(
+            _play, workers, _init_worker, self.args, timeout, max_retries, startup_timeout,
+            describe=lambda job: f"episode with seed {job[1]}",
+        )  # fmt: skip
 
-    def _replace(self, i: int) -> None:
-        self._workers[i].kill()
-        self._workers[i] = _Worker(self._ctx, *self.args)
-        self.replaced += 1
+    @property
+    def replaced(self) -> int:
+        """How many workers were replaced after a crash or hang."""
+        return self._pool.replaced
 
     def evaluate(self, params: np.ndarray, episodes: int, seed: int) -> Scores:
         params = np.asarray(params, np.float32)
         seeds = episode_seeds(seed, len(params), episodes).reshape(-1)
+        jobs = [(params[k // episodes], int(s)) for k, s in enumerate(seeds)]
         results: dict[int, tuple[float, int]] = {}
-        pending, failures = deque(range(len(seeds))), np.zeros(len(seeds), np.int64)
-        bar = tqdm(total=len(seeds), desc=self.progress, unit="episode", disable=self.progress is None)
-        while len(results) < len(seeds):
-            for w in self._workers:
-                if w.ready and w.task is None and pending:
-                    k = pending.popleft()
-                    w.assign(k, params[k // episodes], seeds[k])
-            wait([w.conn for w in self._workers] + [w.process.sentinel for w in self._workers], timeout=1.0)
-            for i, w in enumerate(self._workers):
-                lost = self._poll(w, results)
-                if lost:
-                    if w.task is not None:
-                        _count_failure(failures, w.task, seeds, lost, self.max_retries)
-                        pending.appendleft(w.task)
-                    self._replace(i)
-            bar.update(len(results) - bar.n)
-        bar.close()
+        with tqdm(total=len(seeds), desc=self.progress, unit="episode", disable=self.progress is None) as bar:
+            for k, result in self._pool.run(jobs):
+                results[k] = result
+                bar.update()
         return _scores(results, seeds, len(params), episodes)
 
-    def _poll(self, w: _Worker, results: dict[int, tuple[float, int]]) -> str | None:
-        """Collects ``w``'s messages; returns why it must be replaced (crashed, hung), or None."""
-        try:
-            while w.conn.poll():
-                kind, payload = w.conn.recv()
-                if kind == "error":
-                    self.close()
-                    raise RuntimeError(f"episode worker failed:\n{payload}")
-                if kind == "ready":
-                    w.ready, w.since = True, time.monotonic()
-                else:
-                    k, result = payload
-                    results[k] = result
-                    w.task = None
-        except (EOFError, OSError):
-            return "worker crashed"
-        if not w.process.is_alive():
-            return f"worker crashed with exit code {w.process.exitcode}"
-        elapsed = time.monotonic() - w.since
-        if w.task is not None and elapsed > self.timeout:
-            return f"no result after {self.timeout:g} s"
-        if not w.ready and elapsed > self.startup_timeout:
-            return f"worker not ready after {self.startup_timeout:g} s"
-        return None
-
     def close(self) -> None:
-        for w in self._workers:
-            w.stop()
-        self._workers = []
+        self._pool.close()
 
 
 def _import_ray() -> Any:

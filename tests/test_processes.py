@@ -1,52 +1,102 @@
-"""map_on_workers: every job's result, a dead worker's jobs rerun on a fresh pool, never a wait forever."""
+"""The worker pool: every job's result; a job whose worker dies or hangs runs again on a fresh worker; a job
+that keeps failing is a clear error within its timeouts; no process of a worker outlives the pool."""
 
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
 
-from dreamgym.processes import map_on_workers
+from dreamgym.processes import WorkerPool, map_on_workers
 
 
 def _square(x: int) -> int:
     return x * x
 
 
-def _die_once(marker: str) -> str:
-    """Kills its worker the first time it runs (as a crashing game engine does), then succeeds."""
-    path = Path(marker)
-    if not path.exists():
-        path.touch()
-        os._exit(3)
-    return path.name
-
-
-def _always_die(x: int) -> int:
-    os._exit(3)
-
-
 def _fail(x: int) -> int:
     raise ValueError(f"bad job {x}")
+
+
+def _misbehave(job: tuple[str, str]) -> str:
+    """Starts a child (as VizDoom starts its engine), records its pid in ``folder``, then hangs or segfaults
+    (the first time only, with ``once``), else returns the folder's name."""
+    mode, folder = job
+    marker = Path(folder) / "tried"
+    if mode.endswith("once") and marker.exists():
+        return Path(folder).name
+    marker.touch()
+    engine = subprocess.Popen(["sleep", "600"])
+    (Path(folder) / f"engine{engine.pid}").touch()
+    if mode.startswith("hang"):
+        time.sleep(600)
+    os.kill(os.getpid(), signal.SIGSEGV)
+    return "unreachable"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state not in ("Z", "X")
+
+
+def _engines(folders: list[Path]) -> list[int]:
+    return [int(p.name[len("engine") :]) for f in folders for p in f.glob("engine*")]
+
+
+def _outliving(pids: list[int]) -> list[int]:
+    """Those of ``pids`` still alive a few seconds on (a SIGKILL is delivered asynchronously)."""
+    deadline = time.monotonic() + 5
+    while any(_alive(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return [pid for pid in pids if _alive(pid)]
 
 
 def test_every_job_gives_its_result() -> None:
     assert sorted(map_on_workers(_square, range(6), workers=2)) == [x * x for x in range(6)]
 
 
-def test_jobs_of_a_dead_worker_run_again_on_a_fresh_pool(tmp_path: Path) -> None:
-    jobs = [str(tmp_path / f"job{k}") for k in range(4)]
-    with pytest.warns(UserWarning, match="a worker died; restarting the pool"):
-        results = sorted(map_on_workers(_die_once, jobs, workers=2, restarts=4))
-    assert results == [f"job{k}" for k in range(4)]
-
-
-def test_workers_that_keep_dying_end_in_an_error_not_a_hang() -> None:
-    with pytest.warns(UserWarning), pytest.raises(RuntimeError, match="workers kept dying: 2 jobs unfinished"):
-        list(map_on_workers(_always_die, [1, 2], workers=2, restarts=1))
-
-
-def test_an_exception_in_a_job_propagates() -> None:
-    with pytest.raises(ValueError, match="bad job"):
+def test_an_exception_in_a_job_propagates_with_the_workers_traceback() -> None:
+    with pytest.raises(ValueError, match="bad job") as info:
         list(map_on_workers(_fail, [1, 2, 3], workers=2))
+    assert "in _fail" in str(info.value.__cause__)
+
+
+def test_a_hung_or_crashed_job_is_retried_and_its_engine_killed(tmp_path: Path) -> None:
+    modes = ["hang-once", "segfault-once", "ok-once"]
+    folders = [tmp_path / f"job{k}" for k in range(3)]
+    for f in folders:
+        f.mkdir()
+    (folders[2] / "tried").touch()
+    with WorkerPool(_misbehave, 2, timeout=2.0) as pool, pytest.warns(UserWarning, match="retrying job") as caught:
+        results = dict(pool.run([(mode, str(f)) for mode, f in zip(modes, folders, strict=True)]))
+    assert results == {k: f"job{k}" for k in range(3)} and pool.replaced == 2
+    assert sorted(str(w.message).split(";")[0] for w in caught) == [
+        "a worker died with signal SIGSEGV", "a worker hung (no result after 2 s)"]  # fmt: skip
+    assert not _outliving(_engines(folders))
+
+
+@pytest.mark.parametrize(("mode", "why"), [("hang", "hung \\(no result after 1 s\\)"), ("segfault", "SIGSEGV")])
+def test_a_job_that_keeps_failing_is_a_clear_error_and_leaves_no_process(tmp_path: Path, mode: str, why: str) -> None:
+    start = time.monotonic()
+    pool = WorkerPool(_misbehave, 1, timeout=1.0, max_retries=1, describe=lambda job: f"the {job[0]} job")
+    with pytest.warns(UserWarning), pytest.raises(RuntimeError, match=f"the {mode} job failed 2 times .*{why}"):
+        list(pool.run([(mode, str(tmp_path))]))
+    assert time.monotonic() - start < 30
+    pids = _engines([tmp_path])
+    assert len(pids) == 2 and not _outliving(pids)
+    with pytest.raises(RuntimeError, match="closed"):
+        list(pool.run([(mode, str(tmp_path))]))
+
+
+def test_bad_pool_settings_are_one_clear_error() -> None:
+    with pytest.raises(ValueError, match="workers must be >= 1, got 0"):
+        WorkerPool(_square, 0)
+    with pytest.raises(ValueError, match="timeout=0"):
+        WorkerPool(_square, 1, timeout=0)
