@@ -458,12 +458,12 @@ def plot(path: Path, report: dict[str, Any]) -> None:
     (ax_loop, ax_out), (ax_rel, ax_dvr) = fig.subplots(2, 2)
     loop = report["open_loop"]
     twin = ax_loop.twinx()
-    for i, (name, values) in enumerate(loop["latent_mse"].items()):
-        ys = [np.nan if v is None else v for v in values]
-        ax_loop.plot(loop["horizons"], ys, "o-", color=f"C{i}", label=f"latent: {name}")
-    for i, (name, values) in enumerate(loop["frame_mse"].items()):
-        ys = [np.nan if v is None else v for v in values]
-        twin.plot(loop["horizons"], ys, "s--", color=f"C{i}", alpha=0.6, label=f"frame: {name}")
+    names = [*loop["feedback"], "copy_last_z", "v_reconstruction"]  # one colour per name in both series
+    for i, name in enumerate(names):
+        for axis, key, style in ((ax_loop, "latent_mse", "o-"), (twin, "frame_mse", "s--")):
+            if name in loop[key]:
+                ys = [np.nan if v is None else v for v in loop[key][name]]
+                axis.plot(loop["horizons"], ys, style, color=f"C{i}", label=f"{key.split('_')[0]}: {name}")
     ax_loop.set(xscale="log", yscale="log", xlabel="horizon (steps)", ylabel="latent MSE (solid)",
                 title="open-loop error")  # fmt: skip
     twin.set(yscale="log", ylabel="decoded-frame MSE, pixels in [0, 1] (dashed)")
