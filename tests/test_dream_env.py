@@ -177,6 +177,8 @@ def test_temperature_attribute() -> None:
     [
         ("takecover", 3, ValueError, "out of range"),
         ("takecover", -1, ValueError, "out of range"),
+        ("takecover", 2**63, ValueError, "out of range for Discrete"),
+        ("takecover", np.uint64(2**64 - 1), ValueError, "out of range for Discrete"),
         ("takecover", 1.0, TypeError, "integers"),
         ("takecover", True, TypeError, "real numbers"),
         ("takecover", "left", TypeError, "numbers"),
@@ -213,6 +215,29 @@ def test_bad_temperature_raises(value: float) -> None:
     with pytest.raises(ValueError, match="temperature"):
         env.temperature = value
     assert env.temperature == pytest.approx(1.15)
+
+
+@pytest.mark.parametrize("value", ["hot", "1.0", b"x", {"tau": 1.0}, torch.tensor(True)])
+def test_temperature_that_is_not_a_number_raises_the_envs_error(value: object) -> None:
+    env = DreamEnv(make_tiny_world_model())
+    with pytest.raises(TypeError, match="temperature must be a real number"):
+        env.temperature = value
+    with pytest.raises(TypeError, match="temperature must be a real number"):
+        DreamEnv(make_tiny_world_model(), temperature=value)
+    assert env.temperature == pytest.approx(1.15)
+
+
+@pytest.mark.parametrize("seed", [-1, 2**64, 2**70, 2**64 + 7])
+def test_seeds_outside_0_to_2_pow_64_are_refused(seed: int) -> None:
+    env = DreamEnv(make_tiny_world_model())
+    with pytest.raises(ValueError, match=rf"seed must be an integer in \[0, 2\*\*64\), got {seed}"):
+        env.reset(seed=seed)
+
+
+def test_the_largest_seed_plays_its_own_episode() -> None:
+    model = make_tiny_world_model()
+    largest, zero = DreamEnv(model).reset(seed=2**64 - 1)[0], DreamEnv(model).reset(seed=0)[0]
+    assert not np.array_equal(largest, zero)
 
 
 def test_bad_constructor_arguments_raise(tmp_path: Path) -> None:

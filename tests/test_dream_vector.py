@@ -105,8 +105,10 @@ def test_reset_seeds_each_env() -> None:
     assert not np.array_equal(partly[1], by_int[1])
     with pytest.raises(ValueError, match="2 seeds for 3 envs"):
         envs.reset(seed=[1, 2])
-    with pytest.raises(ValueError, match="non-negative"):
-        envs.reset(seed=[1, -2, 3])
+    for seed, bad in [([1, -2, 3], -2), ([0, 2**64, 1], 2**64), (-1, -1), (2**64 - 2, 2**64)]:
+        with pytest.raises(ValueError, match=rf"seed must be an integer in \[0, 2\*\*64\), got {bad}"):
+            envs.reset(seed=seed)  # the last: env 2 would take seed 2**64
+    np.testing.assert_array_equal(envs.reset(seed=[4, 5, 6])[0], by_int)
 
 
 def test_return_tensors_gives_the_same_numbers_as_autograd_friendly_tensors() -> None:
@@ -153,6 +155,9 @@ def test_temperature_attribute_and_validation() -> None:
     np.testing.assert_allclose(envs.temperature, [1.3] * 3)
     for bad, match in [([1.0, 2.0], r"shape \(3,\)"), (0.0, "finite and > 0"), ([1.0, float("nan"), 1.0], "finite")]:
         with pytest.raises(ValueError, match=match):
+            envs.temperature = bad
+    for bad in ["hot", ["a", "b", "c"], [1.0, "x", 1.0], None, torch.ones(3, dtype=torch.bool)]:
+        with pytest.raises(TypeError, match="temperature must be a real number"):
             envs.temperature = bad
     np.testing.assert_allclose(envs.temperature, [1.3] * 3)
 

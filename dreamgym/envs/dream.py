@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from dreamgym.devices import resolve_device
-from dreamgym.envs.rng import CounterRNG, box_muller, seed_keys
+from dreamgym.envs.rng import CounterRNG, box_muller, check_seed, seed_keys
 from dreamgym.games import GameSpec, get_game
 from dreamgym.models.mdnrnn import FusedStep, check_temperature, sample_from_logits
 from dreamgym.models.vae import tensor_to_frames
@@ -94,6 +94,14 @@ def latent_observation(z: torch.Tensor, h: torch.Tensor, c: torch.Tensor, obs_mo
     return torch.cat(parts, dim=-1)
 
 
+def real_numbers(value: Any) -> bool:
+    """Whether ``value`` (a number, sequence, array or tensor) holds real, non-boolean numbers only: checked
+    before torch converts it, so a string gets the env's error rather than torch's."""
+    if isinstance(value, torch.Tensor):
+        return not (value.dtype == torch.bool or value.dtype.is_complex)
+    return np.asarray(value).dtype.kind in "iuf"
+
+
 class ActionChecker:
     """Validates actions for a Discrete or Box space and returns them as a tensor on ``device``.
 
@@ -119,6 +127,10 @@ class ActionChecker:
             array = np.asarray(actions)
             if array.dtype.kind not in "biuf":
                 raise TypeError(f"actions must be numbers, got {actions!r} (dtype {array.dtype})")
+            if array.dtype == np.uint64:  # torch has no comparisons for uint64: int64 holds every valid action
+                if bool((array > np.iinfo(np.int64).max).any()):
+                    raise ValueError(f"actions {actions!r} are out of range for {self.space}")
+                array = array.astype(np.int64)
             x = torch.tensor(array)
         if tuple(x.shape) != self.shape:
             raise ValueError(f"action shape {tuple(x.shape)} does not match {self.shape} for action space {self.space}")
@@ -210,6 +222,8 @@ class DreamCore:
 
     def set_temperature(self, temperature: float | Any) -> None:
         """One tau for all envs or one per env ((N,) sequence or tensor); each finite and > 0."""
+        if not real_numbers(temperature):
+            raise TypeError(f"temperature must be a real number (or one per env), got {temperature!r}")
         tau = torch.as_tensor(temperature, dtype=torch.float32).detach()
         if tau.dim() == 0:
             tau = tau.expand(self.num_envs)
@@ -371,7 +385,10 @@ class DreamEnv(gym.Env[np.ndarray, Any]):
         self.core.set_temperature(value)
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict]:
-        """New episode; ``seed`` fixes it (an env never seeded takes a key from ``np_random``)."""
+        """New episode; ``seed`` (an integer in [0, 2**64)) fixes it (an env never seeded takes a key from
+        ``np_random``)."""
+        if seed is not None:
+            check_seed(seed)
         super().reset(seed=seed)
         if seed is not None or not self._seeded:
             self.core.seed([seed if seed is not None else int(self.np_random.integers(2**63))])

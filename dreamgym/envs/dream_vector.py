@@ -31,6 +31,7 @@ from dreamgym.envs.dream import (
     load_world_model,
     observation_space,
 )  # fmt: skip
+from dreamgym.envs.rng import check_seed
 from dreamgym.world_model import WorldModel
 
 Seeds = int | Sequence[int | None] | None
@@ -154,6 +155,8 @@ class DreamVectorEnv(VectorEnv):
     def _seed_list(self, seed: Seeds) -> list[int | None]:
         """One seed (or None) per env; before the first seeding, None becomes a key from ``np_random``."""
         if isinstance(seed, numbers.Integral) and not isinstance(seed, bool):
+            check_seed(seed)
+            check_seed(int(seed) + self.num_envs - 1)  # env i takes seed + i
             super().reset(seed=int(seed))
             seeds: list[int | None] = [int(seed) + i for i in range(self.num_envs)]
         elif seed is None:
@@ -161,7 +164,7 @@ class DreamVectorEnv(VectorEnv):
         elif isinstance(seed, (Sequence, np.ndarray)) and not isinstance(seed, str):
             if len(seed) != self.num_envs:
                 raise ValueError(f"reset(seed=...) got {len(seed)} seeds for {self.num_envs} envs")
-            seeds = list(seed)
+            seeds = [None if s is None else check_seed(s) for s in seed]
         else:
             raise TypeError(f"seed must be an int, a sequence of {self.num_envs} ints/None, or None; got {seed!r}")
         if not self._seeded:

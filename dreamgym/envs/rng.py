@@ -35,15 +35,20 @@ def hash32_(x: torch.Tensor, scratch: torch.Tensor) -> torch.Tensor:
     return x.bitwise_xor_(torch.bitwise_right_shift(x, 15, out=scratch))
 
 
-def _seed_int(seed: object) -> int:
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or int(seed) < 0:
-        raise ValueError(f"a seed must be a non-negative integer, got {seed!r}")
+SEED_LIMIT = 2**64
+"""Seeds are integers in [0, SEED_LIMIT): a key holds 64 bits, so a larger seed would replay a smaller one's."""
+
+
+def check_seed(seed: object) -> int:
+    """``seed`` as an int; ValueError naming it unless it is an integer in [0, 2**64) (the envs' seed check)."""
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= int(seed) < SEED_LIMIT:
+        raise ValueError(f"a seed must be an integer in [0, 2**64), got {seed!r}")
     return int(seed)
 
 
 def seed_keys(seeds: Sequence[int], device: torch.device | str = "cpu") -> torch.Tensor:
-    """(N,) non-negative integer seeds -> (N, 2) int64 keys; distinct seeds below 2**64 get distinct keys."""
-    seeds = [_seed_int(s) for s in seeds]
+    """(N,) seeds in [0, 2**64) -> (N, 2) int64 keys; distinct seeds get distinct keys."""
+    seeds = [check_seed(s) for s in seeds]
     lo = torch.tensor([s & MASK32 for s in seeds], dtype=torch.int64, device=device)
     hi = torch.tensor([(s >> 32) & MASK32 for s in seeds], dtype=torch.int64, device=device)
     k0 = hash32(lo ^ _SEED_SALT[0])
