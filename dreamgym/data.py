@@ -11,6 +11,7 @@ into place, so a shard with its final name is always complete.
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 import zipfile
 import zlib
@@ -60,11 +61,12 @@ def list_episodes(root: str | os.PathLike) -> list[Path]:
 def atomic_write(path: str | os.PathLike, write: Any, suffix: str = "") -> None:
     """Calls ``write(tmp_path)`` then renames the temporary file onto ``path``.
 
-    The temporary file sits in the same folder (so the rename is atomic) and is removed on failure.
+    The temporary file sits in the same folder (so the rename is atomic), is named after this process
+    (``.<name>.pid<PID>.<random>.tmp``: see :func:`remove_stale_temps`) and is removed on failure.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f"{suffix}.tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.pid{os.getpid()}.", suffix=f"{suffix}.tmp", dir=path.parent)
     os.close(fd)
     try:
         write(tmp)
@@ -73,6 +75,26 @@ def atomic_write(path: str | os.PathLike, write: Any, suffix: str = "") -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, someone else's
+        return True
+    return True
+
+
+def remove_stale_temps(root: str | os.PathLike) -> None:
+    """Deletes the temporary shard files that killed runs left in ``root``: those whose writing process (named
+    in the file name) is gone. Call it holding ``root``'s :func:`dreamgym.locks.folder_lock`; a live process's
+    file is kept even so."""
+    for tmp in Path(root).glob(".episode_*.tmp"):
+        writer = re.search(r"\.pid(\d+)\.", tmp.name)
+        if writer is None or not _alive(int(writer[1])):
+            tmp.unlink(missing_ok=True)
 
 
 def save_arrays(path: str | os.PathLike, arrays: dict[str, np.ndarray]) -> None:

@@ -20,6 +20,7 @@ from dreamgym.controller import Controller, ControllerConfig
 from dreamgym.data import episode_path, list_episodes, load_episode
 from dreamgym.envs.latent import make_latent_env
 from dreamgym.games import CARRACING, FRAME_SHAPE, MissingGameError, get_game, road_mask
+from dreamgym.locks import LOCK_FILE
 from training.collect import CollectArgs, collect, collect_episode, episode_seed, exploring_spec, play_episode
 
 # The parallel run that the interrupted one must reproduce: CarRacing, short episodes, 2 workers.
@@ -93,7 +94,7 @@ def test_collect_with_two_workers_writes_every_episode(reference_run, real_env) 
     assert stats["steps"] == RUN.episodes * RUN.max_steps
     paths = list_episodes(out)
     assert [p.name for p in paths] == [f"episode_{i:06d}.npz" for i in range(RUN.episodes)]
-    assert not [p for p in out.iterdir() if p not in paths]  # no temporary files left
+    assert not [p for p in out.iterdir() if p not in paths and p.name != LOCK_FILE]  # no temporary files left
     episodes = [load_episode(p) for p in paths]
     for index, episode in enumerate(episodes):
         assert len(episode) == RUN.max_steps and episode.truncated[-1]

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import multiprocessing.util
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -35,10 +34,11 @@ import torch
 from tqdm import tqdm
 
 from dreamgym.controller import Controller
-from dreamgym.data import Episode, episode_path, list_episodes, save_episode
+from dreamgym.data import Episode, episode_path, list_episodes, remove_stale_temps, save_episode
 from dreamgym.envs.latent import LatentObservation, make_latent_env
 from dreamgym.games import GameSpec, get_game, with_expert_settings
-from dreamgym.processes import become_worker, map_on_workers
+from dreamgym.locks import exit_if_busy, folder_lock
+from dreamgym.processes import map_on_workers, on_worker_exit
 from training.cli import Count, NonNegative, NonNegativeFloat, Probability, parse_args
 
 
@@ -238,9 +238,7 @@ def make_player(args: CollectArgs) -> tuple[GameSpec, gym.Env, Callable[[np.rand
 def _init_worker(args: CollectArgs) -> None:
     torch.set_num_threads(1)  # one core per worker: V and M run on every step beside the game
     spec, env, make_policy = make_player(args)
-    become_worker(env.close)
-    # Also close the game when the worker exits normally (VizDoom's engine would outlive it).
-    multiprocessing.util.Finalize(env, env.close, exitpriority=10)
+    on_worker_exit(env.close)  # VizDoom's engine would outlive the worker
     _worker.update(spec=spec, args=args, env=env, make_policy=make_policy)
 
 
@@ -263,10 +261,12 @@ def collect(args: CollectArgs) -> dict:
     """Collects every missing episode of ``args.out``; returns speed and size statistics."""
     spec, env, _ = make_player(args)  # fail fast, here, on a missing game, bundle or unfitting controller
     env.close()
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    for stale in out.glob(".episode_*.tmp"):
-        stale.unlink()
+    with folder_lock(args.out) as out:
+        remove_stale_temps(out)
+        return _collect_missing(args, spec, out)
+
+
+def _collect_missing(args: CollectArgs, spec: GameSpec, out: Path) -> dict:
     todo = missing_indices(out, args.episodes)
     stats = {"episodes_collected": len(todo), "steps": 0, "worker_seconds": 0.0}
     start = time.perf_counter()
@@ -287,7 +287,8 @@ def collect(args: CollectArgs) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
-    stats = collect(parse_args(CollectArgs, argv, __doc__))
+    with exit_if_busy():
+        stats = collect(parse_args(CollectArgs, argv, __doc__))
     print(json.dumps(stats, indent=2))
 
 

@@ -24,7 +24,8 @@ import torch
 from tqdm import tqdm
 
 from dreamgym.checkpoint import load_json, save_json
-from dreamgym.data import list_episodes, load_arrays, load_episode, save_arrays
+from dreamgym.data import list_episodes, load_arrays, load_episode, remove_stale_temps, save_arrays
+from dreamgym.locks import exit_if_busy, folder_lock
 from dreamgym.models.vae import ConvVAE, frames_to_tensor
 from dreamgym.world_model import ARCHITECTURE as WORLD_MODEL_ARCHITECTURE
 from dreamgym.world_model import WorldModel, resolve_bundle
@@ -128,24 +129,29 @@ def encode(args: EncodeArgs) -> Path:
         raise ValueError(f"no episode shards in {args.episodes!r}")
     out = Path(args.out) if args.out else default_latent_dir(args.episodes, args.vae)
     vae, vae_dir = load_encoder(args.vae, device)
-    check_manifest(out, vae_dir)
-    for stale in out.glob(".episode_*.tmp"):  # left by a killed run
-        stale.unlink()
+    with folder_lock(out):
+        check_manifest(out, vae_dir)
+        remove_stale_temps(out)
+        _encode_missing(shards, out, vae, device, args.batch_size)
+    print(f"encode: {len(shards)} episodes encoded in {out}")
+    return out
+
+
+def _encode_missing(shards: list[Path], out: Path, vae: ConvVAE, device: torch.device, batch_size: int) -> None:
     todo = [p for p in shards if not (out / p.name).is_file()]
     for path in tqdm(todo, desc="encode", total=len(shards), initial=len(shards) - len(todo)):
         episode = load_episode(path)
-        mu, logvar = encode_frames(vae, episode.frames, device, args.batch_size)
+        mu, logvar = encode_frames(vae, episode.frames, device, batch_size)
         arrays = {"mu": mu, "logvar": logvar, "actions": episode.actions, "rewards": episode.rewards,
                   "terminated": episode.terminated, "truncated": episode.truncated}  # fmt: skip
         if episode.expert_actions is not None:
             arrays["expert_actions"] = episode.expert_actions
         save_arrays(out / path.name, arrays)
-    print(f"encode: {len(shards)} episodes encoded in {out}")
-    return out
 
 
 def main(argv: list[str] | None = None) -> None:
-    encode(parse_args(EncodeArgs, argv, __doc__))
+    with exit_if_busy():
+        encode(parse_args(EncodeArgs, argv, __doc__))
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,7 +27,8 @@ from tqdm import tqdm
 
 from dreamgym.data import ShardError, list_episodes, load_arrays, update_arrays
 from dreamgym.games import GameSpec, get_game, with_expert_settings
-from dreamgym.processes import map_on_workers
+from dreamgym.locks import exit_if_busy, folder_lock
+from dreamgym.processes import map_on_workers, on_worker_exit
 from training.cli import Count, parse_args
 from training.collect import require_expert
 
@@ -69,6 +71,7 @@ _worker: dict = {}
 def _init_worker(game: str, expert: str | None) -> None:
     spec = with_expert_settings(get_game(game), expert)
     _worker.update(spec=spec, env=(spec.replay_game or spec.make_game)())
+    on_worker_exit(_worker["env"].close)
 
 
 def _relabel_one(job: tuple[Path, Path | None]) -> int:
@@ -102,14 +105,19 @@ def relabel(args: RelabelArgs) -> dict[str, float]:
         latents = list(paired)
     start, steps = time.perf_counter(), 0
     jobs = zip(shards, latents, strict=True)
-    results = map_on_workers(_relabel_one, jobs, args.workers, _init_worker, (spec.name, args.expert))
-    for n in tqdm(results, total=len(shards), desc="relabel"):
-        steps += n
+    with ExitStack() as locks:
+        for folder in {Path(f).resolve() for f in (args.episodes, args.latents) if f is not None}:
+            locks.enter_context(folder_lock(folder))
+        results = map_on_workers(_relabel_one, jobs, args.workers, _init_worker, (spec.name, args.expert))
+        for n in tqdm(results, total=len(shards), desc="relabel"):
+            steps += n
     return {"episodes": len(shards), "steps": steps, "wall_seconds": time.perf_counter() - start}
 
 
 def main(argv: list[str] | None = None) -> None:
-    print(json.dumps(relabel(parse_args(RelabelArgs, argv, __doc__)), indent=2))
+    with exit_if_busy():
+        summary = relabel(parse_args(RelabelArgs, argv, __doc__))
+    print(json.dumps(summary, indent=2))
 
 
 if __name__ == "__main__":
