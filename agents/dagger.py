@@ -40,6 +40,7 @@ from dreamgym.checkpoint import load_json, save_json
 from dreamgym.data import atomic_write, list_episodes, load_arrays
 from dreamgym.envs.registration import latent_id
 from dreamgym.games import get_game, with_expert_settings
+from dreamgym.locks import exit_if_busy, folder_lock
 from training.cli import Bound, Count, NonNegative, NonNegativeFloat, Positive, Probability, parse_args
 from training.collect import CollectArgs, collect, require_expert
 from training.common import VOLATILE_ARGS, check_args
@@ -265,6 +266,11 @@ class DaggerRun:
         return record
 
     def run(self) -> dict[str, Any]:
+        """Every round not done yet, then ``best/``; holds the lock of ``--out`` (one run per folder)."""
+        with folder_lock(self.out):
+            return self._run()
+
+    def _run(self) -> dict[str, Any]:
         writer = SummaryWriter(str(self.out / "tb"))
         rounds = {r["round"]: r for r in self.state["rounds"]}
         try:
@@ -286,7 +292,8 @@ class DaggerRun:
 
 
 def main(argv: list[str] | None = None) -> None:
-    state = DaggerRun(parse_args(DaggerArgs, argv, __doc__)).run()
+    with exit_if_busy():
+        state = DaggerRun(parse_args(DaggerArgs, argv, __doc__)).run()
     best = state["rounds"][state["best"]]
     print(f"best: round {best['round']}, {best['eval_mean']:.1f} ± {best['eval_std']:.1f}; copied to best/")
 

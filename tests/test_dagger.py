@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from agents.dagger import DaggerArgs, DaggerRun, main, share_of
 from dreamgym.checkpoint import load_json
 from dreamgym.controller import Controller
 from dreamgym.data import list_episodes, load_arrays, load_episode
+from dreamgym.locks import FolderBusyError, folder_lock
 
 
 def tiny_args(bundle: Path, out: Path, **overrides) -> DaggerArgs:
@@ -85,3 +87,11 @@ def test_player_is_the_previous_round_or_the_best_so_far(tmp_path: Path) -> None
         run = DaggerRun(DaggerArgs(out=str(tmp_path / player), player=player))
         run.state["rounds"] = scores
         assert [run.player(k) for k in (1, 2, 3)] == expected
+
+
+def test_a_second_run_on_a_locked_out_fails_before_any_round(tiny_bundle: Callable[..., Path], tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    run = DaggerRun(tiny_args(tiny_bundle("carracing"), out))
+    with folder_lock(out), pytest.raises(FolderBusyError, match=f"in use by PID {os.getpid()} "):
+        run.run()
+    assert not (out / "episodes").exists()
