@@ -199,6 +199,7 @@ class WorkerPool(Generic[Job, Result]):
                         yield k, result
                     if lost is None:
                         continue
+                    retry = ""
                     if w.task is not None:
                         failures[w.task] += 1
                         what = self.describe(jobs[w.task])
@@ -206,12 +207,12 @@ class WorkerPool(Generic[Job, Result]):
                             raise RuntimeError(f"giving up: {what} failed {failures[w.task]} times (its worker "
                                                f"{lost}); {len(jobs) - done} jobs unfinished")  # fmt: skip
                         pending.appendleft(w.task)
-                    else:
+                        retry = f" and retrying {what}"
+                    elif not w.ready:
                         losses += 1
-                        what = "no job"
                         if losses > self.max_retries:
                             raise RuntimeError(f"giving up: workers failed to start {losses} times (the last {lost})")
-                    warnings.warn(f"a worker {lost}; replacing it (retrying {what})", stacklevel=2)
+                    warnings.warn(f"a worker {lost}; replacing it{retry}", stacklevel=2)
                     self._replace(i)
         except BaseException:
             self.close(grace=0.0)

@@ -18,6 +18,10 @@ def _square(x: int) -> int:
     return x * x
 
 
+def _die_at_start() -> None:
+    os._exit(3)
+
+
 def _fail(x: int) -> int:
     raise ValueError(f"bad job {x}")
 
@@ -93,6 +97,15 @@ def test_a_job_that_keeps_failing_is_a_clear_error_and_leaves_no_process(tmp_pat
     assert len(pids) == 2 and not _outliving(pids)
     with pytest.raises(RuntimeError, match="closed"):
         list(pool.run([(mode, str(tmp_path))]))
+
+
+def test_workers_that_die_while_starting_end_in_an_error_not_a_loop() -> None:
+    pool = WorkerPool(_square, 1, _die_at_start, max_retries=1)
+    with (
+        pytest.warns(UserWarning, match="died with exit code 3; replacing it$"),
+        pytest.raises(RuntimeError, match="workers failed to start 2 times"),
+    ):
+        list(pool.run([1, 2]))
 
 
 def test_bad_pool_settings_are_one_clear_error() -> None:
