@@ -1,4 +1,4 @@
-"""Run every benchmark; write results.json, results.md (the table the README shows) and plots.
+"""Run every benchmark; write results.json, results.md (the table docs/benchmarks.md shows) and plots.
 
     python -m benchmarks.run [--preset quick] [--device cpu|cuda] [--threads N] [--out benchmarks/results]
 

@@ -54,7 +54,7 @@ from training.encode import EncodeArgs, encode
 from training.mdnrnn import MDNRNNArgs, train_mdnrnn
 from training.vae import VAEArgs, train_vae
 
-# The settings of CarRacing's shipped controller (README, Results: braking expert, a hidden layer for steering and
+# The settings of CarRacing's shipped controller (docs/carracing.md: braking expert, a hidden layer for steering and
 # brake, 300 episodes a round), started from 300 demonstrations instead of the 3,300 relabelled episodes it had; this
 # preset's own score has not been measured. A preset's DaggerArgs hold sizes only: the run's game, folders, seed and
 # resources come from the pipeline's command line (Context.dagger_args).
@@ -125,10 +125,10 @@ PRESETS: dict[str, Preset] = {
             player="latest",
         ),
     ),
-    # Round 0 of the shipped TakeCover world model (README, Results): the paper's model sizes, data and steps cut
+    # Round 0 of the shipped TakeCover world model (docs/takecover.md): the paper's model sizes, data and steps cut
     # to one session on 2 AVX2 CPU cores (V trains at ~235 images/s there): V 4,000 steps (~0.65 epoch) at a 5x
     # higher learning rate, M 20 epochs of 1,900 episodes. Its controller stage was not the one measured: the
-    # README's controllers came from agents.temperature_sweep (50 and 30 generations of 32 x 16).
+    # the shipped controllers came from agents.temperature_sweep (50 and 30 generations of 32 x 16).
     "session": Preset(
         episodes=2000,
         vae_epochs=1,
@@ -167,7 +167,7 @@ PRESETS: dict[str, Preset] = {
 
 # A game's own sizes for a preset name, where the shared ones do not fit it (``--game carracing --preset session``).
 GAME_PRESETS: dict[tuple[str, str], Preset] = {
-    # CarRacing round 0 (README, Results): CarRacing-v3 renders at ~60 steps/s per busy core here, so data is the
+    # CarRacing round 0 (docs/carracing.md): CarRacing-v3 renders at ~60 steps/s per busy core here, so data is the
     # bottleneck: 275 episodes of 1,000 steps in 60 min with 2 workers, V on the first 100 while collection went on
     # (1,500 steps, 38 min), M 60 epochs x 17 steps (18 min), CMA-ES in the dream at tau 1.0 (9 min). Since
     # then its dreams start after the zoom-in (frame 60) at the game's tau 0.1; docs/carracing.md's later rounds add
