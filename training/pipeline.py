@@ -128,7 +128,7 @@ PRESETS: dict[str, Preset] = {
     # Round 0 of the shipped TakeCover world model (docs/takecover.md): the paper's model sizes, data and steps cut
     # to one session on 2 AVX2 CPU cores (V trains at ~235 images/s there): V 4,000 steps (~0.65 epoch) at a 5x
     # higher learning rate, M 20 epochs of 1,900 episodes. Its controller stage was not the one measured: the
-    # the shipped controllers came from agents.temperature_sweep (50 and 30 generations of 32 x 16).
+    # shipped controllers came from agents.temperature_sweep (50 and 30 generations of 32 x 16).
     "session": Preset(
         episodes=2000,
         vae_epochs=1,
