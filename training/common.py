@@ -17,6 +17,9 @@ The resume state is one safetensors file written atomically, so a run killed at 
 included) resumes from its last checkpoint by rerunning the same command, and ends with the same weights
 as an uninterrupted run: data order and sampling noise are functions of (seed, epoch, batch) or of the
 saved generator state, never of wall time. Rerunning a finished run is a no-op that prints its results.
+
+Under ``torchrun`` (see :mod:`training.distributed`) every rank runs :func:`fit` on its shard of each global
+batch; rank 0 alone writes the files above, evaluates and prints, and every rank restores the same state.
 """
 
 from __future__ import annotations
@@ -47,7 +50,8 @@ from dreamgym.checkpoint import (
     versions,
 )
 from dreamgym.data import atomic_write, split_holdout
-from dreamgym.devices import resolve_device
+from dreamgym.devices import resolve_device  # noqa: F401  (re-exported: callers import it from here)
+from training import distributed
 from training.cli import Count, HeldOut, NonNegative, NonNegativeFloat, Positive
 
 STATE_FILE = "state.safetensors"
@@ -142,7 +146,15 @@ def frozen_split(
     """(train, held-out) episode files of the run, chosen at its first start and reused on every resume.
 
     Freezing the lists keeps a resumed run exact even if more episodes appeared in the data folder since.
+    Under torchrun rank 0 draws and writes the split; the other ranks read it.
     """
+    with distributed.main_first():
+        return _frozen_split(out, paths, holdout, seed, max_train)
+
+
+def _frozen_split(
+    out: Path, paths: Sequence[Path], holdout: float, seed: int, max_train: int | None
+) -> tuple[list[Path], list[Path]]:
     path = out / SPLIT_FILE
     if path.is_file():
         saved = load_json(path)
@@ -163,6 +175,11 @@ def inherited_split(out: Path, parent: Path, paths: Sequence[Path], holdout: flo
     """Writes ``out``'s split for a run that continues ``parent``'s: the parent's held-out episodes stay held
     out (so the child's held-out metrics are never on episodes the parent trained on), its training episodes
     stay in training, and episodes new to the folder are split with ``holdout``. No-op once the split exists."""
+    with distributed.main_first():
+        _inherited_split(out, parent, paths, holdout, seed)
+
+
+def _inherited_split(out: Path, parent: Path, paths: Sequence[Path], holdout: float, seed: int) -> None:
     if (out / SPLIT_FILE).is_file():
         return
     if not (parent / SPLIT_FILE).is_file():
@@ -321,23 +338,27 @@ def _restore(t: Trainable, state: dict[str, Any]) -> Progress:
 def fit(args: TrainArgs, name: str, build: Callable[[Path, torch.device], Trainable]) -> dict[str, Any]:
     """Trains (or resumes, or skips if finished) the stage ``build`` describes; returns the final eval.json."""
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    check_args(out, args)
+    device = distributed.setup(args.device)  # under torchrun: joins the process group
+    main = distributed.is_main()
+    with distributed.main_first():  # rank 0 writes args.json before the others check against it
+        out.mkdir(parents=True, exist_ok=True)
+        check_args(out, args)
     if run_finished(out):
-        print(f"{name}: already finished; weights in {out / MODEL_FILE}, metrics in {out / EVAL_FILE}")
+        if main:
+            print(f"{name}: already finished; weights in {out / MODEL_FILE}, metrics in {out / EVAL_FILE}")
         return load_json(out / EVAL_FILE)
     set_threads(args.threads)
-    device = resolve_device(args.device)
     t = build(out, device)
     if t.num_batches < 1:
         raise ValueError(f"{name}: no training batches (no training episodes?)")
     progress = Progress()
     if (out / STATE_FILE).is_file():
         progress = _restore(t, load_state(out / STATE_FILE))
-        print(f"{name}: resuming at epoch {progress.epoch + 1}, batch {progress.batch}, step {progress.step}")
+        if main:
+            print(f"{name}: resuming at epoch {progress.epoch + 1}, batch {progress.batch}, step {progress.step}")
     from torch.utils.tensorboard import SummaryWriter
 
-    writer = SummaryWriter(str(out / TB_DIR), purge_step=progress.step or None)
+    writer = SummaryWriter(str(out / TB_DIR), purge_step=progress.step or None) if main else None
     total = total_steps(args, t.num_batches)
     last_save = time.monotonic()
 
@@ -350,10 +371,14 @@ def fit(args: TrainArgs, name: str, build: Callable[[Path, torch.device], Traina
 
     def checkpoint() -> None:
         count_time()
-        save_state(out / STATE_FILE, _state(t, progress))
-        writer.flush()
+        if writer is not None:  # rank 0: every rank holds the same state
+            save_state(out / STATE_FILE, _state(t, progress))
+            writer.flush()
 
     def record_eval(epoch: int) -> None:
+        if writer is None:  # other ranks: only rank 0 evaluates; they go on and wait in the next all-reduce
+            progress.history.append({"epoch": epoch + 1, "step": progress.step})
+            return
         scores = t.evaluate(epoch)
         for key, value in scores.items():
             writer.add_scalar(f"heldout/{key}", value, progress.step)
@@ -364,7 +389,10 @@ def fit(args: TrainArgs, name: str, build: Callable[[Path, torch.device], Traina
     while progress.epoch < args.epochs:
         if progress.batch < t.num_batches and progress.step < total:
             bar = tqdm(
-                total=t.num_batches, initial=progress.batch, desc=f"{name} epoch {progress.epoch + 1}/{args.epochs}"
+                total=t.num_batches,
+                initial=progress.batch,
+                desc=f"{name} epoch {progress.epoch + 1}/{args.epochs}",
+                disable=not main,
             )
             for batch in t.batches(progress.epoch, progress.batch):
                 metrics = _train_step(t, batch)
@@ -372,7 +400,7 @@ def fit(args: TrainArgs, name: str, build: Callable[[Path, torch.device], Traina
                 progress.step += 1
                 bar.update()
                 bar.set_postfix(loss=f"{metrics['loss']:.4g}", refresh=False)
-                if progress.step % args.log_every == 0:
+                if writer is not None and progress.step % args.log_every == 0:
                     for key, value in metrics.items():
                         writer.add_scalar(f"train/{key}", value, progress.step)
                 if progress.step >= total:
@@ -394,27 +422,32 @@ def fit(args: TrainArgs, name: str, build: Callable[[Path, torch.device], Traina
         checkpoint()
     count_time()  # train_seconds below includes the time since the last checkpoint
 
-    save_model(
-        out,
-        t.model,
-        t.architecture,
-        t.config,
-        {**t.provenance, "args": dataclasses.asdict(args), "steps": progress.step, "train_seconds": progress.seconds},
-    )
-    result = {**progress.history[-1], "history": progress.history}
-    save_json(out / EVAL_FILE, result)
-    progress.finished = True
-    checkpoint()
-    writer.close()
-    print(f"{name}: finished; weights in {out / MODEL_FILE}, metrics in {out / EVAL_FILE}")
-    return result
+    if writer is not None:
+        provenance = {**t.provenance, "args": dataclasses.asdict(args), "steps": progress.step,
+                      "train_seconds": progress.seconds, "world_size": distributed.world_size()}  # fmt: skip
+        if provenance["world_size"] == 1:
+            del provenance["world_size"]
+        save_model(out, t.model, t.architecture, t.config, provenance)
+        save_json(out / EVAL_FILE, {**progress.history[-1], "history": progress.history})
+        progress.finished = True
+        checkpoint()
+        writer.close()
+        print(f"{name}: finished; weights in {out / MODEL_FILE}, metrics in {out / EVAL_FILE}")
+    distributed.barrier()  # the other ranks return rank 0's eval.json, once written
+    return load_json(out / EVAL_FILE) if writer is None else {**progress.history[-1], "history": progress.history}
 
 
 def _train_step(t: Trainable, batch: Any) -> dict[str, float]:
     t.model.train()
     t.optimizer.zero_grad(set_to_none=True)
     loss, metrics = t.loss(batch)
-    if not math.isfinite(loss.item()):
+    if distributed.is_distributed():
+        # loss and metrics are this rank's shares of the global batch's; DDP averages the gradients over ranks
+        metrics = distributed.all_sum(metrics, next(t.model.parameters()).device)
+        if not math.isfinite(metrics["loss"]):
+            raise FloatingPointError(f"loss became {metrics['loss']} (metrics {metrics}); lower the learning rate")
+        loss = loss * distributed.world_size()
+    elif not math.isfinite(loss.item()):
         raise FloatingPointError(f"loss became {loss.item()} (metrics {metrics}); lower the learning rate")
     loss.backward()
     if t.clip_grad is not None:

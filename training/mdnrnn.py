@@ -21,12 +21,24 @@ zero), and a CarRacing dream (3 deaths in 275 episodes) ended a fifth of its epi
 Done rule: the dream samples done from ``MDNRNN.done_probability(logit) = sigmoid(logit - log w)`` (w the
 positive weight), which undoes the weighting; ``done_*`` metrics threshold that probability at 0.5
 (logit > log w), ``done_*_logit0`` the paper's raw rule (logit > 0).
+
+Data-parallel on K processes (DDP; gloo on CPU, NCCL on GPUs, one GPU per process) on one machine, or on
+two machines (the same command on each; HOST:PORT is reachable from both, e.g. the first machine's)::
+
+    torchrun --standalone --nproc_per_node K -m training.mdnrnn --latents data/latents/vae --out runs/takecover/mdnrnn
+    torchrun --nnodes 2 --nproc_per_node K --rdzv_backend c10d --rdzv_endpoint HOST:PORT -m training.mdnrnn ...
+
+``--batch-size`` stays the global batch of episodes: each process pads and runs every K-th episode of each
+batch (with the z noise one process would draw for it), and the losses are normalised by the whole batch's
+step counts, so K processes take the same steps as one, up to float rounding. Rank 0 alone writes the run
+folder, which (like ``--latents``) must be the same path on every machine (a shared filesystem); resume by
+rerunning the command. See :mod:`training.distributed`.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,6 +51,7 @@ from dreamgym.data import list_episodes, pad_episodes
 from dreamgym.games import get_game
 from dreamgym.models.mdnrnn import MDNRNN, MDNRNNConfig, mixture_nll
 from dreamgym.world_model import WorldModel, WorldModelConfig, resolve_bundle
+from training import distributed
 from training.cli import Count, Positive, parse_args
 from training.common import (
     CONFIG_FILE,
@@ -54,6 +67,7 @@ from training.common import (
     torch_generator,
     total_steps,
 )
+from training.distributed import Replicated
 from training.encode import Latents, load_latents
 
 ARCHITECTURE = "dreamgym.MDNRNN/v1"
@@ -114,20 +128,37 @@ class EpisodeSeries:
         return EpisodeSeries(self.mu[: s + 1], self.logvar[: s + 1], self.actions[:s], self.rewards[:s], self.done[:s])
 
 
-def make_batch(episodes: Sequence[EpisodeSeries], game: str, generator: torch.Generator, device: torch.device) -> Batch:
+def make_batch(
+    episodes: Sequence[EpisodeSeries],
+    game: str,
+    generator: torch.Generator,
+    device: torch.device,
+    part: distributed.Shard | None = None,
+) -> Batch:
     """Pads whole episodes from their first step into one batch; z sampled from (mu, sigma) with ``generator``.
 
     Keys: z (B, L+1, Z), action (B, L, A), restart (B, L), reward (B, L), done (B, L), step_mask (B, L) where
     step t is real, z_mask (B, L) where z_{t+1} exists. L is the longest (cut) episode of the batch.
+
+    With ``part`` (a rank's shard of this global batch) only its rows are made, with the noise the whole batch
+    would give them; a stand-in shard's row has all-false masks, so it adds nothing to the loss.
     """
     length = max(len(e.actions) for e in episodes)
+    z_size = episodes[0].mu.shape[1]
+    noise = torch.randn((len(episodes), length + 1, z_size), generator=generator)
+    if part is not None:
+        episodes, noise = episodes[part.rows], noise[part.rows]
+        length = max(len(e.actions) for e in episodes)
+        noise = noise[:, : length + 1]
     mu, z_mask = pad_episodes([e.mu for e in episodes], length + 1)
     logvar, _ = pad_episodes([e.logvar for e in episodes], length + 1)
     actions, step_mask = pad_episodes([e.actions for e in episodes], length)
     rewards, _ = pad_episodes([e.rewards for e in episodes], length)
     done, _ = pad_episodes([e.done for e in episodes], length)
+    if part is not None and part.empty:
+        z_mask[:], step_mask[:] = False, False
     mu_t, logvar_t = torch.from_numpy(mu), torch.from_numpy(logvar)
-    z = mu_t + torch.exp(0.5 * logvar_t) * torch.randn(mu_t.shape, generator=generator)
+    z = mu_t + torch.exp(0.5 * logvar_t) * noise
     restart = torch.zeros(step_mask.shape)
     restart[:, 0] = 1.0
     action = get_game(game).encode_action(torch.from_numpy(actions).reshape(-1, *actions.shape[2:]))
@@ -155,9 +186,27 @@ def epoch_batches(lengths: np.ndarray, batch_size: int, pool: int, rng: np.rando
     return [batches[i] for i in rng.permutation(len(batches))]
 
 
-def batch_loss(model: MDNRNN, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
+def batch_loss(
+    model: MDNRNN, batch: Batch, totals: tuple[torch.Tensor, torch.Tensor] | None = None
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """M's loss on ``batch``; ``totals`` (targets, steps) of the global batch when ``batch`` is a shard of it."""
     out, _ = model(batch["z"][:, :-1], batch["action"], batch["restart"])
-    return model.loss(out, batch["z"][:, 1:], batch["z_mask"], batch["reward"], batch["done"], batch["step_mask"])
+    z_total, step_total = totals if totals is not None else (None, None)
+    return model.loss(out, batch["z"][:, 1:], batch["z_mask"], batch["reward"], batch["done"], batch["step_mask"],
+                      z_total, step_total)  # fmt: skip
+
+
+def sharded_loss(forward: Replicated) -> Callable[[Batch], tuple[torch.Tensor, dict[str, float]]]:
+    """The loss of a batch (one rank's shard under torchrun: its share, normalised by the global counts)."""
+
+    def loss(batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
+        if not distributed.is_distributed():
+            return forward(batch)
+        counts = torch.stack([batch["z_mask"].sum(), batch["step_mask"].sum()]).to(torch.float32)
+        z_total, step_total = distributed.sum_tensor(counts).clamp(min=1).unbind()
+        return forward(batch, (z_total, step_total))
+
+    return loss
 
 
 def f1_scores(predicted: torch.Tensor, actual: torch.Tensor, suffix: str = "") -> dict[str, float]:
@@ -241,7 +290,9 @@ def build(args: MDNRNNArgs, out: Path, device: torch.device) -> Trainable:
         order = epoch_batches(lengths, args.batch_size, args.length_pool, numpy_rng(args.seed, 3, epoch))
         for b in range(start, num_batches):
             rows = [train[i] for i in order[b]]
-            yield make_batch(rows, args.game, torch_generator(torch.device("cpu"), args.seed, 4, epoch, b), device)
+            part = distributed.shard(len(rows)) if distributed.is_distributed() else None
+            generator = torch_generator(torch.device("cpu"), args.seed, 4, epoch, b)
+            yield make_batch(rows, args.game, generator, device, part)
 
     provenance = {"latents": args.latents, "game": args.game, "train_episodes": len(train),
                   "heldout_episodes": len(held), "init_from": args.init_from}  # fmt: skip
@@ -250,7 +301,7 @@ def build(args: MDNRNNArgs, out: Path, device: torch.device) -> Trainable:
         optimizer=optimizer,
         batches=batches,
         num_batches=num_batches,
-        loss=lambda batch: batch_loss(model, batch),
+        loss=sharded_loss(Replicated(model, batch_loss)),
         evaluate=lambda epoch: evaluate(model, eval_batches),
         architecture=ARCHITECTURE,
         config=config,

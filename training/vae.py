@@ -6,6 +6,17 @@ Adam, batches of shuffled frames, summed squared pixel error + KL floored at ``k
 (the paper's "free bits"). After each epoch it writes ``recon_epoch_NNN.png`` (held-out frames on the top
 row, their reconstructions from mu below) and held-out metrics; see :mod:`training.common` for the run
 folder, checkpoints and resuming (rerun the same command after a kill).
+
+Data-parallel on K processes (DDP; gloo on CPU, NCCL on GPUs, one GPU per process) on one machine, or on
+two machines (the same command on each; HOST:PORT is reachable from both, e.g. the first machine's)::
+
+    torchrun --standalone --nproc_per_node K -m training.vae --episodes data/takecover --out runs/takecover/vae
+    torchrun --nnodes 2 --nproc_per_node K --rdzv_backend c10d --rdzv_endpoint HOST:PORT -m training.vae ...
+
+``--batch-size`` stays the global batch: each process trains on its 1/K of every batch (the frames of each
+batch are read by all, converted and run by one), so K processes take the same steps as one, up to float
+rounding. Rank 0 alone writes the run folder, which (like ``--episodes``) must be the same path on every
+machine (a shared filesystem); resume by rerunning the command. See :mod:`training.distributed`.
 """
 
 from __future__ import annotations
@@ -23,6 +34,7 @@ from PIL import Image
 from dreamgym.data import atomic_write, iter_frame_batches, list_episodes, load_arrays, load_episode
 from dreamgym.games import get_game
 from dreamgym.models.vae import ConvVAE, VAEConfig, frames_to_tensor, tensor_to_frames
+from training import distributed
 from training.cli import Count, NonNegativeFloat, Positive, parse_args
 from training.common import (
     SPLIT_FILE,
@@ -35,6 +47,7 @@ from training.common import (
     seeded_module,
     torch_generator,
 )
+from training.distributed import Replicated
 
 ARCHITECTURE = "dreamgym.ConvVAE/v1"
 
@@ -133,8 +146,17 @@ def build(args: VAEArgs, out: Path, device: torch.device) -> Trainable:
         chunks = iter_frame_batches(train, args.batch_size, numpy_rng(args.seed, 3, epoch), args.buffer_episodes)
         return islice(rebatch(chunks, args.batch_size), start, None)
 
+    forward = Replicated(model, lambda m, x, noise: m.loss(x, noise=noise))
+
     def loss(frames: np.ndarray) -> tuple[torch.Tensor, dict[str, float]]:
-        return model.loss(frames_to_tensor(frames, device), generator)
+        # The whole global batch's noise is drawn on every rank (the generator stays in step with a single
+        # process's); a rank encodes only its shard of the frames and returns its share of the batch mean.
+        noise = torch.randn((len(frames), config.z_size), generator=generator, device=device)
+        if not distributed.is_distributed():
+            return forward(frames_to_tensor(frames, device), noise)
+        part = distributed.shard(len(frames))
+        value, metrics = forward(frames_to_tensor(frames[part.rows], device), noise[part.rows])
+        return value * part.weight, {k: v * part.weight for k, v in metrics.items()}
 
     def evaluate_epoch(epoch: int) -> dict[str, float]:
         metrics = evaluate(model, eval_set, device)

@@ -152,17 +152,21 @@ class MDNRNN(nn.Module):
         reward: torch.Tensor,
         done: torch.Tensor,
         step_mask: torch.Tensor,
+        z_total: torch.Tensor | None = None,
+        step_total: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, dict[str, float]]:
         """Masked MDN NLL (per latent dim) + weighted done BCE + reward MSE.
 
         next_z (B, T, Z) targets; z_mask (B, T) where the target exists; reward, done (B, T);
-        step_mask (B, T) where the step is real.
+        step_mask (B, T) where the step is real. The sums are divided by the counts of targets and steps,
+        by default this batch's; ``z_total`` and ``step_total`` replace them, e.g. by the counts of a global
+        batch this one is a shard of (then loss and metrics are the shard's share of the global ones).
         """
         nll = mixture_nll(out, next_z)  # (B, T, Z)
         zmask = z_mask.to(nll.dtype)
-        nll_loss = (nll.mean(-1) * zmask).sum() / zmask.sum().clamp(min=1)
+        nll_loss = (nll.mean(-1) * zmask).sum() / (zmask.sum().clamp(min=1) if z_total is None else z_total)
         smask = step_mask.to(nll.dtype)
-        n_steps = smask.sum().clamp(min=1)
+        n_steps = smask.sum().clamp(min=1) if step_total is None else step_total
         loss, metrics = nll_loss, {"nll": nll_loss.item()}
         if self.done is not None:
             pos_weight = torch.tensor(self.config.done_pos_weight, device=nll.device)

@@ -70,16 +70,21 @@ class ConvVAE(nn.Module):
         return self.decoder(self.fc_decode(z).view(-1, 1024, 1, 1))
 
     def forward(
-        self, x: torch.Tensor, generator: torch.Generator | None = None
+        self, x: torch.Tensor, generator: torch.Generator | None = None, noise: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Reconstruction of x through a sampled z, plus (mu, logvar)."""
+        """Reconstruction of x through a sampled z, plus (mu, logvar).
+
+        z = mu + sigma * ``noise`` (B, Z) standard normals, drawn from ``generator`` when not given.
+        """
         mu, logvar = self.encode(x)
-        eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
+        eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype) if noise is None else noise
         return self.decode(mu + eps * torch.exp(0.5 * logvar)), mu, logvar
 
-    def loss(self, x: torch.Tensor, generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+    def loss(
+        self, x: torch.Tensor, generator: torch.Generator | None = None, noise: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, dict[str, float]]:
         """Summed squared pixel error + KL floored at ``kl_tolerance * Z``, both averaged over the batch."""
-        recon, mu, logvar = self(x, generator)
+        recon, mu, logvar = self(x, generator, noise)
         r_loss = (recon - x).pow(2).sum(dim=(1, 2, 3)).mean()
         kl = -0.5 * (1 + logvar - mu.pow(2) - logvar.exp()).sum(dim=1)
         kl_loss = kl.clamp(min=self.config.kl_tolerance * self.config.z_size).mean()
