@@ -124,3 +124,66 @@ def test_bad_actions_and_order_raise() -> None:
             LatentObservation(env.env, make_tiny_world_model(), z_mode="median")
     finally:
         env.close()
+
+
+@pytest.mark.parametrize("obs_mode", ["zch", "zh"])
+def test_fast_path_is_bit_identical_to_v_encode_and_m_step(obs_mode: str) -> None:
+    """The env's observations equal, bit for bit, V.encode + sampled z + MDNRNN.step (heads and all) on the frames."""
+    spec, model = get_game("takecover"), make_tiny_world_model()
+    recorder = RawRecorder(spec.make_real_env(max_episode_steps=6))
+    env = LatentObservation(recorder, model, obs_mode=obs_mode)
+    generator, m = torch.Generator(), model.mdnrnn
+
+    def reference(state: tuple[torch.Tensor, torch.Tensor]) -> tuple[np.ndarray, torch.Tensor]:
+        mu, logvar = model.vae.encode(frames_to_tensor(spec.to_frame(recorder.raw)[None]))
+        z = torch.addcmul(mu, torch.exp(0.5 * logvar), torch.randn(mu.shape, generator=generator))
+        h, c = state
+        return torch.cat([z, h] if obs_mode == "zh" else [z, c, h], dim=1)[0].numpy(), z
+
+    try:
+        with torch.inference_mode():
+            for seed in (0, 7):
+                obs, _ = env.reset(seed=seed)
+                generator.manual_seed(seed)
+                state, restart = m.initial_state(1), torch.ones(1)
+                expected, z = reference(state)
+                np.testing.assert_array_equal(obs, expected)
+                for t in range(6):
+                    action = [0, 2, 1][t % 3]
+                    _, state = m.step(z, spec.encode_action(torch.tensor([action])), restart, state)
+                    restart = torch.zeros(1)
+                    obs, *_ = env.step(action)
+                    expected, z = reference(state)
+                    np.testing.assert_array_equal(obs, expected)
+    finally:
+        env.close()
+
+
+def test_step_after_the_episode_ended_needs_a_reset_and_moves_nothing() -> None:
+    spec = get_game("takecover")
+    recorder = RawRecorder(spec.make_real_env(max_episode_steps=2))
+    env = LatentObservation(recorder, make_tiny_world_model())
+    try:
+        env.reset(seed=0)
+        env.step(1)
+        *_, truncated, _ = env.step(1)
+        assert truncated
+        raw, h, c = recorder.raw, env.core.h.clone(), env.core.c.clone()
+        with pytest.raises(gym.error.ResetNeeded, match="ended"):
+            env.step(1)
+        assert recorder.raw is raw and torch.equal(env.core.h, h) and torch.equal(env.core.c, c)
+        env.reset()
+        env.step(1)  # a reset lets it play again
+    finally:
+        env.close()
+
+
+@pytest.mark.parametrize("seed", [-1, 2**64, True, 1.5, "3"])
+def test_seeds_outside_0_to_2_pow_64_are_refused(seed: Any) -> None:
+    env = LatentObservation(get_game("takecover").make_real_env(), make_tiny_world_model())
+    try:
+        with pytest.raises(ValueError, match=r"seed must be an integer in \[0, 2\*\*64\)"):
+            env.reset(seed=seed)
+        env.reset(seed=2**64 - 1)  # the largest seed works
+    finally:
+        env.close()

@@ -10,32 +10,117 @@ from __future__ import annotations
 
 import copy
 import os
+from collections.abc import Sequence
 from typing import Any, Literal
 
 import gymnasium as gym
 import numpy as np
 import torch
+from torch.nn import functional as F
 
 from dreamgym.devices import resolve_device
 from dreamgym.envs.dream import (
     GAME_KEY,
     ActionChecker,
     ObsMode,
+    check_obs_mode,
     latent_observation,
     load_world_model,
     observation_space,
 )  # fmt: skip
+from dreamgym.envs.rng import check_seed
 from dreamgym.games import get_game
 from dreamgym.models.vae import frames_to_tensor, tensor_to_frames
 from dreamgym.world_model import WorldModel
 
 ZMode = Literal["sample", "mean"]
+Z_MODES = ("sample", "mean")
 RENDER_SCALE = 4
 
 
 def upscale(frame: np.ndarray, factor: int = RENDER_SCALE) -> np.ndarray:
     """(H, W, 3) -> (factor*H, factor*W, 3) by pixel repetition."""
     return frame.repeat(factor, axis=0).repeat(factor, axis=1)
+
+
+class LatentCore:
+    """What V and M make of N real games: one z generator per env, M's LSTM state and restart flags.
+
+    The one implementation of the latent view, shared by :class:`LatentObservation` (N = 1) and
+    :class:`~dreamgym.envs.latent_vector.LatentVectorEnv`. Per step it does only what ``[z, (c,) h]`` needs:
+    V's encoder (mu, and logvar when z is sampled; no decoder) and M's LSTM cell (none of M's heads), under
+    ``torch.inference_mode``. Env i draws its z noise from its own generator, ``randn((1, Z))`` per frame, so it
+    sees exactly the numbers a single env seeded like it sees.
+    """
+
+    def __init__(self, model: WorldModel, num_envs: int, obs_mode: str, z_mode: str) -> None:
+        check_obs_mode(obs_mode)
+        if z_mode not in Z_MODES:
+            raise ValueError(f"z_mode must be 'sample' or 'mean', got {z_mode!r}")
+        if isinstance(num_envs, bool) or not isinstance(num_envs, int) or num_envs < 1:
+            raise ValueError(f"num_envs must be a positive integer, got {num_envs!r}")
+        self.model, self.num_envs, self.obs_mode, self.z_mode = model, num_envs, obs_mode, z_mode
+        self.device = model.device
+        self._generators = [torch.Generator(self.device) for _ in range(num_envs)]
+        self._seeded = [False] * num_envs
+        lstm, vae = model.mdnrnn.lstm, model.vae
+        self._lstm = (lstm.weight_ih_l0, lstm.weight_hh_l0, lstm.bias_ih_l0, lstm.bias_hh_l0)
+        # V's encoder as its tensors (conv weight, bias, stride): the same kernels as vae.encode, no module calls
+        self._convs = [(m.weight, m.bias, m.stride) for m in vae.encoder if isinstance(m, torch.nn.Conv2d)]
+        self._noise_shape = (1, model.config.vae.z_size)
+        with torch.inference_mode():
+            self.h, self.c = model.mdnrnn.initial_state(num_envs, self.device)
+            self.restart = torch.ones(num_envs, device=self.device)
+            self.z = torch.zeros(num_envs, model.config.vae.z_size, device=self.device)
+
+    def seed(self, seeds: Sequence[int | None]) -> None:
+        """Seeds env i's z generator with ``seeds[i]`` (already checked); None keeps its stream (a fresh random
+        one before its first seeding)."""
+        for i, (generator, seed) in enumerate(zip(self._generators, seeds, strict=True)):
+            if seed is not None:
+                generator.manual_seed(seed)
+            elif not self._seeded[i]:
+                generator.seed()
+            self._seeded[i] = True
+
+    @torch.inference_mode()
+    def start(self, mask: np.ndarray | None = None) -> None:
+        """New episodes in the envs of ``mask`` (N,) bool (all if None): h = c = 0 and restart = 1."""
+        if mask is None:
+            self.h, self.c = self.model.mdnrnn.initial_state(self.num_envs, self.device)
+            self.restart = torch.ones(self.num_envs, device=self.device)
+            return
+        rows = torch.as_tensor(np.flatnonzero(mask), device=self.device)
+        self.h[rows], self.c[rows], self.restart[rows] = 0.0, 0.0, 1.0
+
+    @torch.inference_mode()
+    def advance(self, action: torch.Tensor) -> None:
+        """M's LSTM consumes (z, encoded ``action`` (N, A), restart): the state of the next observation."""
+        inputs = self.model.mdnrnn.inputs(self.z, action, self.restart)
+        self.h, self.c = torch.lstm_cell(inputs, (self.h, self.c), *self._lstm)
+        self.restart = torch.zeros_like(self.restart)
+
+    @torch.inference_mode()
+    def observe(self, frames: np.ndarray) -> np.ndarray:
+        """Encodes real frames (N, 64, 64, 3) uint8 to z; returns ``[z, (c,) h]`` as a new (N, D) float32 array."""
+        vae, x = self.model.vae, frames_to_tensor(frames, self.device)
+        for weight, bias, stride in self._convs:
+            x = torch.relu_(F.conv2d(x, weight, bias, stride))
+        features = x.flatten(1)
+        mu = F.linear(features, vae.fc_mu.weight, vae.fc_mu.bias)
+        if self.z_mode == "sample":
+            shape, device = self._noise_shape, self.device
+            eps = [torch.randn(shape, generator=g, device=device) for g in self._generators]
+            noise = eps[0] if len(eps) == 1 else torch.cat(eps)
+            logvar = F.linear(features, vae.fc_logvar.weight, vae.fc_logvar.bias)
+            mu = torch.addcmul(mu, torch.exp(0.5 * logvar), noise)
+        self.z = mu
+        return latent_observation(self.z, self.h, self.c, self.obs_mode).cpu().numpy()
+
+    @torch.inference_mode()
+    def reconstruct(self) -> np.ndarray:
+        """V's decoding of every env's z, (N, 64, 64, 3) uint8."""
+        return tensor_to_frames(self.model.vae.decode(self.z))
 
 
 class LatentObservation(gym.Wrapper[np.ndarray, Any, Any, Any]):
@@ -51,59 +136,53 @@ class LatentObservation(gym.Wrapper[np.ndarray, Any, Any, Any]):
             was trained on), or ``mean`` z = mu.
         side_by_side: ``render()`` gives the real 64x64 frame next to V's reconstruction of z, both
             upscaled x4 (256, 512, 3); otherwise the real game's own ``render()``.
+
+    Seeds must be integers in [0, 2**64). Stepping an episode that has ended raises ``ResetNeeded`` before the
+    game or M moves.
     """
 
     def __init__(self, env: gym.Env, world_model: str | os.PathLike | WorldModel | None = None, *,
                  game: str | None = None, obs_mode: ObsMode = "zh", device: str | torch.device = "cpu",
                  z_mode: ZMode = "sample", side_by_side: bool = False) -> None:  # fmt: skip
         super().__init__(env)
-        if z_mode not in ("sample", "mean"):
+        if z_mode not in Z_MODES:
             raise ValueError(f"z_mode must be 'sample' or 'mean', got {z_mode!r}")
         self.model = load_world_model(world_model, game, resolve_device(device))
         self.game = self.model.game
+        self.core = LatentCore(self.model, 1, obs_mode, z_mode)
         self.obs_mode, self.z_mode, self.side_by_side = obs_mode, z_mode, side_by_side
         self.observation_space = observation_space(self.model, obs_mode)
         self.action_space = copy.deepcopy(self.game.action_space)
         self.metadata = {**env.metadata, GAME_KEY: self.game.name}
         self._check_action = ActionChecker(self.action_space, None, self.model.device)
-        self._generator = torch.Generator(self.model.device)
-        self._seeded = False
         self._frame: np.ndarray | None = None  # the last real frame (64, 64, 3)
+        self._needs_reset = True
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict]:
-        obs, info = self.env.reset(seed=seed, options=options)
         if seed is not None:
-            self._generator.manual_seed(seed % 2**64)
-        elif not self._seeded:
-            self._generator.seed()
-        self._seeded = True
-        self._h, self._c = self.model.mdnrnn.initial_state(1, self.model.device)
-        self._restart = torch.ones(1, device=self.model.device)
+            seed = check_seed(seed)
+        obs, info = self.env.reset(seed=seed, options=options)
+        self.core.seed([seed])
+        self.core.start()
+        self._needs_reset = False
         return self._observe(obs), info
 
     def step(self, action: Any) -> tuple[np.ndarray, Any, bool, bool, dict]:
-        if self._frame is None:
-            raise gym.error.ResetNeeded("call reset() before step()")
-        checked = self._check_action(action)
-        with torch.inference_mode():
-            _, (self._h, self._c) = self.model.mdnrnn.step(
-                self._z, self.game.encode_action(checked), self._restart, (self._h, self._c)
+        if self._needs_reset:
+            raise gym.error.ResetNeeded(
+                "call reset() before step()" if self._frame is None else "the episode has ended: call reset()"
             )
-        self._restart = torch.zeros_like(self._restart)
+        checked = self._check_action(action)
+        self.core.advance(self.game.encode_action(checked))
         game_action = checked[0].item() if checked.dim() == 1 else checked[0].cpu().numpy()
         obs, reward, terminated, truncated, info = self.env.step(self.game.to_game_action(game_action))
+        self._needs_reset = bool(terminated or truncated)
         return self._observe(obs), reward, terminated, truncated, info
 
-    @torch.inference_mode()
     def _observe(self, raw_obs: Any) -> np.ndarray:
-        """Encodes the real observation's frame to z; returns [z, (c,) h] as a (D,) float32 array."""
+        """The real observation's frame through V (and M's state): [z, (c,) h] as a (D,) float32 array."""
         self._frame = self.game.to_frame(raw_obs)
-        mu, logvar = self.model.vae.encode(frames_to_tensor(self._frame[None], self.model.device))
-        if self.z_mode == "sample":
-            eps = torch.randn(mu.shape, generator=self._generator, device=mu.device)
-            mu = torch.addcmul(mu, torch.exp(0.5 * logvar), eps)
-        self._z = mu
-        return latent_observation(self._z, self._h, self._c, self.obs_mode)[0].cpu().numpy()
+        return self.core.observe(self._frame[None])[0]
 
     @property
     def frame(self) -> np.ndarray:
@@ -117,9 +196,7 @@ class LatentObservation(gym.Wrapper[np.ndarray, Any, Any, Any]):
             return self.env.render()
         if self._frame is None:
             raise gym.error.ResetNeeded("call reset() before render()")
-        with torch.inference_mode():
-            reconstruction = tensor_to_frames(self.model.vae.decode(self._z))[0]
-        return np.concatenate([upscale(self._frame), upscale(reconstruction)], axis=1)
+        return np.concatenate([upscale(self._frame), upscale(self.core.reconstruct()[0])], axis=1)
 
 
 def make_latent_env(game: str, world_model: str | os.PathLike | WorldModel | None = None, *, obs_mode: ObsMode = "zh",
