@@ -4,7 +4,9 @@
 ``gymnasium.make_vec(dream_id, num_envs=N, ...)`` the batched
 :class:`~dreamgym.envs.dream_vector.DreamVectorEnv` (through ``vector_entry_point``), and
 ``gymnasium.make(latent_id, world_model=...)`` the real game behind a
-:class:`~dreamgym.envs.latent.LatentObservation`. The ids have no ``max_episode_steps``: the dream and
+:class:`~dreamgym.envs.latent.LatentObservation` and ``gymnasium.make_vec(latent_id, num_envs=N, ...)`` N real
+games in worker processes seen through one batched V and M
+(:class:`~dreamgym.envs.latent_vector.LatentVectorEnv`). The ids have no ``max_episode_steps``: the dream and
 the real game already stop at the game's step cap, so no second ``TimeLimit`` is stacked on top.
 """
 
@@ -35,7 +37,12 @@ def register_game_envs(spec: GameSpec) -> None:
             kwargs=kwargs,
         )
     if latent_id(spec.name) not in gym.registry:
-        gym.register(latent_id(spec.name), entry_point="dreamgym.envs.latent:make_latent_env", kwargs=kwargs)
+        gym.register(
+            latent_id(spec.name),
+            entry_point="dreamgym.envs.latent:make_latent_env",
+            vector_entry_point="dreamgym.envs.latent_vector:LatentVectorEnv",
+            kwargs=kwargs,
+        )
 
 
 for _spec in GAMES.values():

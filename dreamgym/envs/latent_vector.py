@@ -1,0 +1,127 @@
+"""N real games seen through one world model: the games step in worker processes, V and M run batched here.
+
+:class:`LatentVectorEnv` is ``gymnasium.make_vec("dreamgym/<Game>Latent-v0", num_envs=N)``. Each worker plays
+one raw game and sends back only its 64x64 frame (``spec.to_frame`` runs in the worker); the main process
+encodes all N frames in one V call and steps M's LSTM once for the batch (:class:`~dreamgym.envs.latent.LatentCore`,
+the code :class:`~dreamgym.envs.latent.LatentObservation` runs for one game), while the workers play: M's update
+needs only the actions, so it runs between sending them and collecting the frames. Env i of a vector env reset
+with ``seed=s`` plays what a single latent env reset with ``seed=s + i`` plays, then ``reset()`` after each
+episode (up to float rounding of V's batched convolutions).
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import numbers
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+from gymnasium.vector import AsyncVectorEnv, AutoresetMode, VectorEnv
+from gymnasium.vector.utils import batch_space
+
+from dreamgym.devices import resolve_device
+from dreamgym.envs.dream import GAME_KEY, ActionChecker, ObsMode, load_world_model, observation_space
+from dreamgym.envs.latent import LatentCore, ZMode
+from dreamgym.envs.rng import check_seed
+from dreamgym.games import FRAME_SHAPE, get_game
+from dreamgym.world_model import WorldModel
+
+Seeds = int | Sequence[int | None] | None
+
+
+def make_frame_game(game: str, max_episode_steps: int | None, render_mode: str | None,
+                    game_kwargs: dict[str, Any]) -> gym.Env:  # fmt: skip
+    """The real ``game`` (its step cap, or ``max_episode_steps``) whose observations are ``spec.to_frame``'s frames."""
+    spec = get_game(game)
+    real = spec.make_real_env(max_episode_steps, render_mode=render_mode, **game_kwargs)
+    frames = gym.spaces.Box(0, 255, FRAME_SHAPE, np.uint8)
+    return gym.wrappers.TransformObservation(real, spec.to_frame, frames)
+
+
+def spread_seeds(seed: Seeds, num_envs: int) -> list[int | None]:
+    """One checked seed (or None) per env: ``s`` -> s + i for env i; a sequence gives each env its own."""
+    if isinstance(seed, numbers.Integral) and not isinstance(seed, bool):
+        check_seed(int(seed) + num_envs - 1)
+        return [check_seed(int(seed) + i) for i in range(num_envs)]
+    if seed is None:
+        return [None] * num_envs
+    if isinstance(seed, (Sequence, np.ndarray)) and not isinstance(seed, str):
+        if len(seed) != num_envs:
+            raise ValueError(f"reset(seed=...) got {len(seed)} seeds for {num_envs} envs")
+        return [None if s is None else check_seed(s) for s in seed]
+    raise TypeError(f"seed must be an int, a sequence of {num_envs} ints/None, or None; got {seed!r}")
+
+
+class LatentVectorEnv(VectorEnv):
+    """``num_envs`` real games, each seen as :class:`~dreamgym.envs.latent.LatentObservation` sees one.
+
+    Args:
+        num_envs: N, one worker process each.
+        world_model, game, obs_mode, device, z_mode, max_episode_steps, render_mode: as
+            :func:`~dreamgym.envs.latent.make_latent_env` (``render()`` gives the N games' own renders).
+        context: multiprocessing start method of the workers (default: the platform's).
+        game_kwargs: go to each real game's ``gymnasium.make``.
+
+    Autoreset is ``NEXT_STEP``: the step after env i's episode ends resets it (its action is ignored, reward 0,
+    not done), and its observation is the new episode's first. ``reset(seed=s)`` seeds env i with ``s + i``;
+    ``reset(seed=[s0, s1, ...])`` seeds each env (None keeps its stream); seeds are integers in [0, 2**64).
+
+    Example:
+        >>> envs = gymnasium.make_vec("dreamgym/TakeCoverLatent-v0", num_envs=4)  # doctest: +SKIP
+        >>> obs, _ = envs.reset(seed=0)  # doctest: +SKIP
+    """
+
+    metadata: dict[str, Any] = {"autoreset_mode": AutoresetMode.NEXT_STEP}
+
+    def __init__(self, num_envs: int = 1, world_model: str | os.PathLike | WorldModel | None = None, *,
+                 game: str | None = None, obs_mode: ObsMode = "zh", device: str | torch.device = "cpu",
+                 z_mode: ZMode = "sample", max_episode_steps: int | None = None, render_mode: str | None = None,
+                 context: str | None = None, **game_kwargs: Any) -> None:  # fmt: skip
+        model = load_world_model(world_model, game, resolve_device(device))
+        self.core = LatentCore(model, num_envs, obs_mode, z_mode)  # checks num_envs, obs_mode and z_mode
+        self.game, self.num_envs, self.device = model.game, num_envs, model.device
+        make = functools.partial(make_frame_game, self.game.name, max_episode_steps, render_mode, game_kwargs)
+        self.games = AsyncVectorEnv([make] * num_envs, context=context, autoreset_mode=AutoresetMode.NEXT_STEP)
+        self.single_observation_space = observation_space(model, obs_mode)
+        self.observation_space = batch_space(self.single_observation_space, num_envs)
+        self.single_action_space = copy.deepcopy(self.game.action_space)
+        self.action_space = batch_space(self.single_action_space, num_envs)
+        self.metadata = {**self.games.metadata, "autoreset_mode": AutoresetMode.NEXT_STEP, GAME_KEY: self.game.name}
+        self.render_mode = self.games.render_mode
+        self._check_actions = ActionChecker(self.single_action_space, num_envs, self.device)
+        self._autoreset: np.ndarray | None = None  # (N,) envs the next step resets; None before reset()
+
+    def reset(self, *, seed: Seeds = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+        """Resets every game; see the class docstring for how ``seed`` is spread over the envs."""
+        seeds = spread_seeds(seed, self.num_envs)
+        if isinstance(seed, numbers.Integral):
+            super().reset(seed=int(seed))
+        frames, infos = self.games.reset(seed=seeds, options=options)
+        self.core.seed(seeds)
+        self.core.start()
+        self._autoreset = np.zeros(self.num_envs, dtype=bool)
+        return self.core.observe(frames), infos
+
+    def step(self, actions: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+        if self._autoreset is None:
+            raise gym.error.ResetNeeded("call reset() before step()")
+        checked = self._check_actions(actions)
+        game_actions = checked.cpu().numpy()
+        self.games.step_async(np.stack([self.game.to_game_action(a) for a in game_actions]))
+        self.core.advance(self.game.encode_action(checked))  # while the games play
+        if self._autoreset.any():
+            self.core.start(self._autoreset)  # these games are starting over instead
+        frames, rewards, terminated, truncated, infos = self.games.step_wait()
+        self._autoreset = terminated | truncated
+        return self.core.observe(frames), rewards, terminated, truncated, infos
+
+    def render(self) -> tuple[Any, ...] | None:
+        return self.games.render()
+
+    def close_extras(self, **kwargs: Any) -> None:
+        self.games.close(**kwargs)
