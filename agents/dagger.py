@@ -107,6 +107,8 @@ class DaggerArgs:
     """base seed of the collected episodes (training.collect --seed)"""
     workers: Count = 2
     """processes playing the real game"""
+    ray_address: str | None = None
+    """play the real game (collection and scoring) on this Ray cluster instead: auto | HOST:PORT"""
     device: str = "cpu"
     """where V encodes the episodes"""
     threads: Count | None = None
@@ -199,12 +201,13 @@ class DaggerRun:
         self.episodes = self.out / "episodes"
         self.latents = self.out / "latents"
         self.out.mkdir(parents=True, exist_ok=True)
-        check_args(self.out, args, VOLATILE_ARGS | {"rounds", "workers"})  # args.json: --rounds may grow
+        check_args(self.out, args, VOLATILE_ARGS | {"rounds", "workers", "ray_address"})  # --rounds may grow
         self.state = load_state(self.out)
 
     def collect(self, total: int, **player: Any) -> None:
         a = self.args
-        collect(CollectArgs(game=a.game, episodes=total, workers=a.workers, out=str(self.episodes), seed=a.seed,
+        collect(CollectArgs(game=a.game, episodes=total, workers=a.workers, ray_address=a.ray_address,
+                            out=str(self.episodes), seed=a.seed,
                             max_steps=a.max_steps, world_model=self.world_model, obs_mode=self.spec.obs_mode,
                             param_noise=a.param_noise, expert_labels=True, expert=a.expert, **player))  # fmt: skip
         encode(EncodeArgs(vae=self.world_model, episodes=str(self.episodes), out=str(self.latents),
@@ -227,7 +230,8 @@ class DaggerRun:
             return load_json(path)
         kwargs = {} if a.max_steps is None else {"max_episode_steps": a.max_steps}
         return evaluate(EvalArgs(env=latent_id(a.game), world_model=self.world_model, obs_mode=self.spec.obs_mode,
-                                 env_kwargs=json.dumps(kwargs), device="cpu", backend="pool", workers=a.workers,
+                                 env_kwargs=json.dumps(kwargs), device="cpu", workers=a.workers,
+                                 backend="pool" if a.ray_address is None else "ray", ray_address=a.ray_address,
                                  threads=a.threads, controller=str(folder), episodes=a.eval_episodes,
                                  seed=a.eval_seed, out=str(path)))  # fmt: skip
 

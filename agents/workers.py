@@ -1,13 +1,15 @@
 """Episode evaluation on many processes: a local worker pool (default) or a Ray cluster (optional extra).
 
-Both run the same task, :func:`run_episode`: one episode of a real (non-batched) env with one candidate's
-parameters and one seed, the env built once per worker process and reused. Episodes follow the seeding
-rule of :func:`agents.rollout.episode_seeds`, so every backend scores a generation identically.
+Both run the same jobs (:func:`_play`, on workers set up by :func:`_init_worker`): one episode of a real
+(non-batched) env with one candidate's parameters and one seed, the env built once per worker process and
+reused. Episodes follow the seeding rule of :func:`agents.rollout.episode_seeds`, so every backend scores a
+generation identically.
 
 Fault tolerance: a worker that dies (segfault, OOM kill) or takes longer than ``timeout`` seconds on one
 episode is killed and replaced, and its episode is retried, at most ``max_retries`` times per episode,
-after which a RuntimeError names the seed. A Python exception inside an episode is a bug, not bad luck:
-it is raised at once with the worker's traceback. A generation therefore either finishes or fails; it
+after which a RuntimeError names the seed (on Ray, Ray itself retries the episodes of dead workers and
+nodes: :mod:`dreamgym.ray_pool`). A Python exception inside an episode is a bug, not bad luck: it is
+raised at once with the worker's traceback. A generation therefore either finishes or fails; it
 never waits forever. With ``progress`` (a label) each call shows a bar of finished episodes, for long
 evaluations such as 100 real CarRacing episodes.
 """
@@ -15,7 +17,6 @@ evaluations such as 100 real CarRacing episodes.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
@@ -27,6 +28,7 @@ from agents.rollout import Scores, env_kwargs_for, episode_seeds, make_env, play
 from dreamgym.controller import ControllerConfig
 from dreamgym.devices import resolve_device
 from dreamgym.processes import WorkerPool, on_worker_exit
+from dreamgym.ray_pool import RayPool
 
 _ENVS: dict[str, gym.Env] = {}
 _TASK: tuple[str, dict[str, Any], ControllerConfig] | None = None
@@ -68,13 +70,6 @@ def _play(job: tuple[np.ndarray, int]) -> tuple[float, int]:
     return run_episode(*_TASK, *job)
 
 
-def _count_failure(failures: np.ndarray, k: int, seeds: np.ndarray, why: str, max_retries: int) -> None:
-    """Counts a lost attempt at episode k; raises once it has failed more than ``max_retries`` times."""
-    failures[k] += 1
-    if failures[k] > max_retries:
-        raise RuntimeError(f"episode with seed {seeds[k]} failed {failures[k]} times ({why}); giving up")
-
-
 def _scores(results: dict[int, tuple[float, int]], seeds: np.ndarray, candidates: int, episodes: int) -> Scores:
     shape = (candidates, episodes)
     returns = np.array([results[k][0] for k in range(len(seeds))], np.float64).reshape(shape)
@@ -82,32 +77,19 @@ def _scores(results: dict[int, tuple[float, int]], seeds: np.ndarray, candidates
     return Scores(returns, lengths, seeds.reshape(shape))
 
 
-class PoolEvaluator:
-    """Scores candidates episode by episode on a :class:`dreamgym.processes.WorkerPool` of ``workers`` local
-    processes (spawned, one env each, kept from one call to the next)."""
+def _describe(job: tuple[np.ndarray, int]) -> str:
+    return f"episode with seed {job[1]}"
 
-    def __init__(
-        self,
-        env_id: str,
-        env_kwargs: dict[str, Any],
-        config: ControllerConfig,
-        workers: int = 2,
-        timeout: float = 600.0,
-        max_retries: int = 3,
-        startup_timeout: float = 600.0,
-        device: str | torch.device = "cpu",
-        progress: str | None = None,
-    ) -> None:
-        self.args = (env_id, env_kwargs_for(env_id, env_kwargs, resolve_device(device)), config)
-        self.progress = progress
-        self._pool: WorkerPool[tuple[np.ndarray, int], tuple[float, int]] = WorkerPool(
-            _play, workers, _init_worker, self.args, timeout, max_retries, startup_timeout,
-            describe=lambda job: f"episode with seed {job[1]}",
-        )  # fmt: skip
+
+class _JobEvaluator:
+    """Scores candidates episode by episode, one :func:`_play` job each, on ``self._pool``."""
+
+    _pool: WorkerPool[tuple[np.ndarray, int], tuple[float, int]] | RayPool[tuple[np.ndarray, int], tuple[float, int]]
+    progress: str | None
 
     @property
     def replaced(self) -> int:
-        """How many workers were replaced after a crash or hang."""
+        """How many workers were replaced (pool) or episodes resubmitted (Ray) after a crash or hang."""
         return self._pool.replaced
 
     def evaluate(self, params: np.ndarray, episodes: int, seed: int) -> Scores:
@@ -125,21 +107,32 @@ class PoolEvaluator:
         self._pool.close()
 
 
-def _import_ray() -> Any:
-    try:
-        import ray
-    except ImportError as err:
-        raise ImportError("the Ray backend needs the 'ray' extra: pip install 'dreamgym[ray]'") from err
-    return ray
+class PoolEvaluator(_JobEvaluator):
+    """Scores candidates episode by episode on a :class:`dreamgym.processes.WorkerPool` of ``workers`` local
+    processes (spawned, one env each, kept from one call to the next)."""
+
+    def __init__(
+        self,
+        env_id: str,
+        env_kwargs: dict[str, Any],
+        config: ControllerConfig,
+        workers: int = 2,
+        timeout: float = 600.0,
+        max_retries: int = 3,
+        startup_timeout: float = 600.0,
+        device: str | torch.device = "cpu",
+        progress: str | None = None,
+    ) -> None:
+        self.args = (env_id, env_kwargs_for(env_id, env_kwargs, resolve_device(device)), config)
+        self.progress = progress
+        self._pool = WorkerPool(_play, workers, _init_worker, self.args, timeout, max_retries, startup_timeout,
+                                describe=_describe)  # fmt: skip
 
 
-class RayEvaluator:
-    """Scores candidates episode by episode as Ray tasks (``address``: ``auto``, ``HOST:PORT``, or None to
-    start a local Ray runtime unless ``RAY_ADDRESS`` is set).
-
-    Same task function and retry rule as :class:`PoolEvaluator`: a task lost with its worker is resubmitted;
-    if no task finishes within ``timeout`` seconds, the unfinished ones are cancelled and resubmitted.
-    """
+class RayEvaluator(_JobEvaluator):
+    """Scores candidates episode by episode as Ray tasks (:class:`dreamgym.ray_pool.RayPool`; ``address``:
+    ``auto``, ``HOST:PORT``, or None to start a local Ray runtime unless ``RAY_ADDRESS`` is set): the same
+    jobs as :class:`PoolEvaluator`; an episode whose worker or node dies is retried by Ray."""
 
     def __init__(
         self,
@@ -152,56 +145,6 @@ class RayEvaluator:
         device: str | torch.device = "cpu",
         progress: str | None = None,
     ) -> None:
-        self.ray = _import_ray()
-        if not self.ray.is_initialized():
-            # ship this package's code to the cluster's workers; dreamgym itself must be installed there
-            self.ray.init(
-                address=address, log_to_driver=False, runtime_env={"py_modules": [str(Path(__file__).parent)]}
-            )
         self.args = (env_id, env_kwargs_for(env_id, env_kwargs, resolve_device(device)), config)
-        self.timeout, self.max_retries, self.progress = timeout, max_retries, progress
-        self._task = self.ray.remote(max_retries=0)(run_episode)
-
-    def evaluate(self, params: np.ndarray, episodes: int, seed: int) -> Scores:
-        ray = self.ray
-        params = np.asarray(params, np.float32)
-        seeds = episode_seeds(seed, len(params), episodes).reshape(-1)
-        failures = np.zeros(len(seeds), np.int64)
-        results: dict[int, tuple[float, int]] = {}
-
-        def submit(k: int) -> Any:
-            return self._task.remote(*self.args, params[k // episodes], int(seeds[k]))
-
-        refs = {submit(k): k for k in range(len(seeds))}
-        bar = tqdm(total=len(seeds), desc=self.progress, unit="episode", disable=self.progress is None)
-        while refs:
-            ready, _ = ray.wait(list(refs), num_returns=1, timeout=self.timeout)
-            retry: list[tuple[int, str]] = []
-            for ref in ready:
-                k = refs.pop(ref)
-                if not self._collect(ref, k, results):
-                    retry.append((k, "Ray worker lost"))
-            if not ready:  # nothing finished in time: the unfinished tasks count as hung
-                for ref, k in refs.items():
-                    ray.cancel(ref, force=True)
-                    retry.append((k, f"no result after {self.timeout:g} s"))
-                refs.clear()
-            for k, why in retry:
-                _count_failure(failures, k, seeds, why, self.max_retries)
-                refs[submit(k)] = k
-            bar.update(len(results) - bar.n)
-        bar.close()
-        return _scores(results, seeds, len(params), episodes)
-
-    def _collect(self, ref: Any, k: int, results: dict[int, tuple[float, int]]) -> bool:
-        """Stores a finished task's result; False when its worker was lost (to be retried)."""
-        try:
-            results[k] = self.ray.get(ref)
-        except self.ray.exceptions.RayTaskError as err:  # a Python exception inside the episode
-            raise RuntimeError(f"episode task failed: {err}") from err
-        except self.ray.exceptions.RayError:  # worker or node lost
-            return False
-        return True
-
-    def close(self) -> None:
-        """Leaves the Ray runtime running (it may be shared); ``ray.shutdown()`` ends a local one."""
+        self.progress = progress
+        self._pool = RayPool(_play, address, _init_worker, self.args, timeout, max_retries, describe=_describe)

@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import os
+import shutil
+import signal
+import socket
 import subprocess
 import sys
+import tempfile
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -103,3 +108,50 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+# --- a Ray cluster of its own: `ray start --head` in a subprocess --------------------------------
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def ray_cluster() -> Iterator[str]:
+    """The address of a one-node Ray cluster (2 CPUs) started by ``ray start --head --block`` for this
+    session, as on a real head node; this process joins it on first use and leaves it at the end.
+
+    Its workers import the test modules (tests/ on their PYTHONPATH) and kill a dead worker's children
+    (the raylet as subreaper: a SIGKILLed worker's game engine goes with it)."""
+    import ray
+
+    temp = Path(tempfile.mkdtemp(prefix="ray", dir="/tmp"))  # short: Ray's unix sockets live under it
+    port = _free_port()
+    ports = {f"--{name}": str(_free_port()) for name in
+             ("ray-client-server-port", "dashboard-port", "dashboard-agent-listen-port")}  # fmt: skip
+    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT / "tests"), RAY_USAGE_STATS_ENABLED="0",
+               RAY_kill_child_processes_on_worker_exit_with_raylet_subreaper="true")  # fmt: skip
+    cmd = [str(Path(sys.executable).parent / "ray"), "start", "--head", "--block", f"--port={port}",
+           "--node-ip-address=127.0.0.1", "--num-cpus=2", "--include-dashboard=false", f"--temp-dir={temp}",
+           "--disable-usage-stats",
+           *(f"{k}={v}" for k, v in ports.items())]  # fmt: skip
+    log = open(temp / "ray_start.log", "w+")
+    head = subprocess.Popen(cmd, cwd=temp, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while "block forever" not in (temp / "ray_start.log").read_text():
+            if head.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"ray start --head failed:\n{(temp / 'ray_start.log').read_text()[-3000:]}")
+            time.sleep(0.5)
+        yield f"127.0.0.1:{port}"
+    finally:
+        ray.shutdown()
+        head.terminate()  # `ray start --block` stops the processes it started
+        try:
+            head.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(head.pid, signal.SIGKILL)
+            head.wait()
+        log.close()
+        shutil.rmtree(temp, ignore_errors=True)

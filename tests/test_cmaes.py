@@ -468,19 +468,17 @@ def test_pool_raises_a_bug_in_an_episode_with_its_traceback() -> None:
         pool.close()
 
 
-def test_ray_backend_on_a_local_runtime() -> None:
-    ray = pytest.importorskip(
-        "ray", reason="Ray backend smoke test needs the optional extra: pip install 'dreamgym[ray]'"
-    )
+def test_ray_backend_retries_an_episode_whose_worker_died(ray_cluster: str, tmp_path: Path) -> None:
+    """On a Ray cluster, a worker that dies mid-episode (the first attempt at seed 7) is replaced by Ray and
+    its episode retried: the scores are those of the vector backend."""
     config = cartpole_config()
     params = random_population(config, 2)
-    ray.init(num_cpus=2, include_dashboard=False)
-    try:
-        scores = RayEvaluator("CartPole-v1", CARTPOLE_KW, config, timeout=60.0).evaluate(params, 2, seed=5)
-    finally:
-        ray.shutdown()
+    faults = {"faults": {"7": f"crash:{tmp_path / 'crashed'}"}}
+    ray = RayEvaluator(f"{__name__}:{FLAKY_ID}", CARTPOLE_KW | faults, config, ray_cluster, timeout=60.0)
+    scores = ray.evaluate(params, 2, seed=5)
     reference = VectorEvaluator("CartPole-v1", CARTPOLE_KW, config, "cpu").evaluate(params, 2, seed=5)
     np.testing.assert_array_equal(scores.returns, reference.returns)
+    assert (tmp_path / "crashed").exists()
 
 
 def test_missing_ray_names_the_extra() -> None:

@@ -15,7 +15,9 @@ perturbs what it plays, ``--expert-share`` lets it play that share of a controll
 demonstrations and DAgger labels for ``agents.imitate``. Each finished
 episode is written atomically, so a run killed at any moment (even SIGKILL) is finished by rerunning the
 same command: existing shards are kept, missing ones are collected, and every shard is the same as an
-uninterrupted run's.
+uninterrupted run's. ``--ray-address`` plays the episodes as Ray tasks on a cluster instead of
+``--workers`` local processes (:mod:`dreamgym.ray_pool`; a task whose worker dies is retried); this process
+writes their shards, the same as a local run's.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,6 +41,7 @@ from dreamgym.envs.latent import LatentObservation, make_latent_env
 from dreamgym.games import GameSpec, get_game, with_expert_settings
 from dreamgym.locks import exit_if_busy, folder_lock
 from dreamgym.processes import map_on_workers, on_worker_exit
+from dreamgym.ray_pool import RayPool
 from training.cli import Count, NonNegative, NonNegativeFloat, Probability, parse_args
 
 
@@ -50,6 +53,8 @@ class CollectArgs:
     """total number of episodes wanted in --out"""
     workers: Count = 2
     """worker processes, each with its own game instance"""
+    ray_address: str | None = None
+    """play on this Ray cluster (auto | HOST:PORT) instead of --workers local processes"""
     out: str = "data/takecover"
     """folder of episode shards"""
     seed: NonNegative = 0
@@ -209,8 +214,10 @@ def exploring_spec(args: CollectArgs) -> GameSpec:
     return dataclasses.replace(spec, exploration=spec.explorations[args.exploration])
 
 
-def make_player(args: CollectArgs) -> tuple[GameSpec, gym.Env, Callable[[np.random.Generator], Policy] | None]:
-    """The game spec, the env to play and the policy maker that ``args`` ask for (None: the exploration)."""
+def make_player(args: CollectArgs, controller: Controller | None = None,
+                ) -> tuple[GameSpec, gym.Env, Callable[[np.random.Generator], Policy] | None]:  # fmt: skip
+    """The game spec, the env to play and the policy maker that ``args`` ask for (None: the exploration);
+    ``controller``: the one loaded from ``args.controller`` already (workers on other machines get it so)."""
     spec = exploring_spec(args)
     if args.expert_labels:
         require_expert(spec)
@@ -225,7 +232,7 @@ def make_player(args: CollectArgs) -> tuple[GameSpec, gym.Env, Callable[[np.rand
         raise ValueError(f"--param-noise must be a finite std >= 0, got {args.param_noise}")
     env = make_latent_env(spec.name, args.world_model, obs_mode=args.obs_mode, max_episode_steps=args.max_steps)
     try:
-        controller = Controller.load(args.controller, env)
+        controller = controller or Controller.load(args.controller, env)
     except BaseException:
         env.close()
         raise
@@ -235,21 +242,44 @@ def make_player(args: CollectArgs) -> tuple[GameSpec, gym.Env, Callable[[np.rand
     return spec, env, make_policy
 
 
-def _init_worker(args: CollectArgs) -> None:
+def _init_worker(args: CollectArgs, controller: Controller | None = None) -> None:
     torch.set_num_threads(1)  # one core per worker: V and M run on every step beside the game
-    spec, env, make_policy = make_player(args)
+    spec, env, make_policy = make_player(args, controller)
     on_worker_exit(env.close)  # VizDoom's engine would outlive the worker
     _worker.update(spec=spec, args=args, env=env, make_policy=make_policy)
 
 
-def _collect_one(index: int) -> tuple[int, int, float]:
+def _play_one(index: int) -> tuple[int, Episode, float]:
+    """A job: episode ``index`` played by this worker, and the seconds it took."""
     spec, args = _worker["spec"], _worker["args"]
     min_steps = min(spec.min_episode_steps, args.max_steps or spec.max_episode_steps)
     start = time.perf_counter()
     episode = collect_episode(spec, _worker["env"], args.seed, index, min_steps, _worker.get("make_policy"),
                               args.expert_labels)  # fmt: skip
-    save_episode(episode_path(args.out, index), episode)
-    return index, len(episode), time.perf_counter() - start
+    return index, episode, time.perf_counter() - start
+
+
+def _save(out: str | Path, played: tuple[int, Episode, float]) -> tuple[int, int, float]:
+    index, episode, seconds = played
+    save_episode(episode_path(out, index), episode)
+    return index, len(episode), seconds
+
+
+def _collect_one(index: int) -> tuple[int, int, float]:
+    """A local worker's job: plays episode ``index`` and writes its shard (no copy of it to the parent)."""
+    return _save(_worker["args"].out, _play_one(index))
+
+
+def run_jobs(args: CollectArgs, todo: list[int], controller: Controller | None) -> Iterator[tuple[int, int, float]]:
+    """(index, steps, seconds) of every episode of ``todo`` once its shard is written: by local workers, or
+    with ``--ray-address`` by Ray tasks whose episodes this process writes."""
+    initargs = (args, controller)
+    if args.ray_address is None:
+        yield from map_on_workers(_collect_one, todo, args.workers, _init_worker, initargs)
+        return
+    with RayPool(_play_one, args.ray_address, _init_worker, initargs, describe=lambda i: f"episode {i}") as pool:
+        for _, played in pool.run(todo):
+            yield _save(args.out, played)
 
 
 def missing_indices(out: Path, episodes: int) -> list[int]:
@@ -260,19 +290,22 @@ def missing_indices(out: Path, episodes: int) -> list[int]:
 def collect(args: CollectArgs) -> dict:
     """Collects every missing episode of ``args.out``; returns speed and size statistics."""
     spec, env, _ = make_player(args)  # fail fast, here, on a missing game, bundle or unfitting controller
-    env.close()
+    try:
+        controller = None if args.controller is None else Controller.load(args.controller, env)
+    finally:
+        env.close()
     with folder_lock(args.out) as out:
         remove_stale_temps(out)
-        return _collect_missing(args, spec, out)
+        return _collect_missing(args, spec, out, controller)
 
 
-def _collect_missing(args: CollectArgs, spec: GameSpec, out: Path) -> dict:
+def _collect_missing(args: CollectArgs, spec: GameSpec, out: Path, controller: Controller | None = None) -> dict:
     todo = missing_indices(out, args.episodes)
     stats = {"episodes_collected": len(todo), "steps": 0, "worker_seconds": 0.0}
     start = time.perf_counter()
     if todo:
-        results = map_on_workers(_collect_one, todo, args.workers, _init_worker, (args,))
-        bar = tqdm(results, total=args.episodes, initial=args.episodes - len(todo), desc=f"collect {spec.name}")
+        jobs = run_jobs(args, todo, controller)
+        bar = tqdm(jobs, total=args.episodes, initial=args.episodes - len(todo), desc=f"collect {spec.name}")
         for _, steps, seconds in bar:
             stats["steps"] += steps
             stats["worker_seconds"] += seconds
