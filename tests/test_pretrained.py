@@ -78,6 +78,12 @@ def test_shipped_latent_env_passes_the_env_checker(game: str) -> None:
     env = gym.make(f"dreamgym/{title}Latent-v0")
     check_env(env.unwrapped)
     env.close()
+    envs = gym.make_vec(f"dreamgym/{title}Latent-v0", num_envs=2)  # the shipped bundle behind N real games
+    try:
+        obs, _ = envs.reset(seed=0)
+        assert obs.shape == (2, env.observation_space.shape[0]) and envs.observation_space.contains(obs)
+    finally:
+        envs.close()
 
 
 @pytest.mark.slow

@@ -155,6 +155,12 @@ class LatentObservation(gym.Wrapper[np.ndarray, Any, Any, Any]):
         self.action_space = copy.deepcopy(self.game.action_space)
         self.metadata = {**env.metadata, GAME_KEY: self.game.name}
         self._check_action = ActionChecker(self.action_space, None, self.model.device)
+        self._encoded: dict[int, torch.Tensor] = {}  # a Discrete space's actions, encoded for M
+        if isinstance(self.action_space, gym.spaces.Discrete):
+            start = int(self.action_space.start)
+            with torch.inference_mode():
+                for a in range(start, start + int(self.action_space.n)):
+                    self._encoded[a] = self.game.encode_action(torch.tensor([a], device=self.model.device))
         self._frame: np.ndarray | None = None  # the last real frame (64, 64, 3)
         self._needs_reset = True
 
@@ -172,12 +178,19 @@ class LatentObservation(gym.Wrapper[np.ndarray, Any, Any, Any]):
             raise gym.error.ResetNeeded(
                 "call reset() before step()" if self._frame is None else "the episode has ended: call reset()"
             )
-        checked = self._check_action(action)
-        self.core.advance(self.game.encode_action(checked))
-        game_action = checked[0].item() if checked.dim() == 1 else checked[0].cpu().numpy()
+        encoded, game_action = self._action(action)
+        self.core.advance(encoded)
         obs, reward, terminated, truncated, info = self.env.step(self.game.to_game_action(game_action))
         self._needs_reset = bool(terminated or truncated)
         return self._observe(obs), reward, terminated, truncated, info
+
+    def _action(self, action: Any) -> tuple[torch.Tensor, Any]:
+        """A checked action -> (M's encoding (1, A), the controller action for ``to_game_action``)."""
+        if type(action) in (int, np.int64) and action in self._encoded:  # a valid Discrete action: no tensors
+            return self._encoded[action], int(action)
+        checked = self._check_action(action)
+        game_action = checked[0].item() if checked.dim() == 1 else checked[0].cpu().numpy()
+        return self.game.encode_action(checked), game_action
 
     def _observe(self, raw_obs: Any) -> np.ndarray:
         """The real observation's frame through V (and M's state): [z, (c,) h] as a (D,) float32 array."""
