@@ -43,8 +43,13 @@ def check_number(name: str, value: object, minimum: float, integer: bool = False
     """Raises ValueError naming ``name`` unless ``value`` is a finite number (an integer if ``integer``) at least
     ``minimum`` (above it if ``exclusive``): the range checks of the config dataclasses."""
     kind = numbers.Integral if integer else numbers.Real
-    in_range = isinstance(value, kind) and not isinstance(value, bool) and math.isfinite(value)
-    if not in_range or value < minimum or (exclusive and value == minimum):
+    if (
+        not isinstance(value, kind)
+        or isinstance(value, bool)
+        or not math.isfinite(value)
+        or value < minimum
+        or (exclusive and value == minimum)
+    ):
         what = "an integer" if integer else "a finite number"
         raise ValueError(f"{name} must be {what} {'>' if exclusive else '>='} {minimum}, got {value!r}")
 

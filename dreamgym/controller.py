@@ -187,11 +187,12 @@ class ControllerConfig:
         elif isinstance(action_space, gym.spaces.Discrete):
             outputs = int(action_space.n)
         else:
-            outputs = int(np.prod(space_to_json(action_space)["shape"]))
+            outputs = int(np.prod(space_to_json(action_space)["shape"]))  # a TypeError unless a Box
+            assert isinstance(action_space, gym.spaces.Box)
             if not (np.all(np.isfinite(action_space.low)) and np.all(np.isfinite(action_space.high))):
                 raise ValueError(f"cannot scale tanh outputs into the unbounded action space {action_space}")
         if bias is None:
-            bias = _PAPER_BIAS.get(game, True)
+            bias = _PAPER_BIAS.get(game, True) if game is not None else True
         return cls(
             int(np.prod(obs_space.shape)), outputs, bias, space_to_json(action_space), game, env_id, hidden, skip
         )
@@ -199,6 +200,8 @@ class ControllerConfig:
     def check_env(self, env: gym.Env | gym.vector.VectorEnv, what: str = "controller") -> None:
         """Raises ValueError naming the difference when ``env`` does not fit this controller."""
         obs_space, action_space = env_spaces(env)
+        if obs_space.shape is None:
+            raise TypeError(f"the {what} needs observations of a fixed shape, got {obs_space}")
         obs_dim = int(np.prod(obs_space.shape))
         game = env.metadata.get(GAME_KEY)
         problems = []

@@ -102,7 +102,8 @@ def save_arrays(path: str | os.PathLike, arrays: dict[str, np.ndarray]) -> None:
 
     def write(tmp: str) -> None:
         with open(tmp, "wb") as f:
-            np.savez_compressed(f, **arrays)
+            named: dict[str, Any] = arrays  # numpy's stub would match a name to savez's allow_pickle: bool
+            np.savez_compressed(f, **named)
 
     atomic_write(path, write)
 

@@ -32,7 +32,7 @@ def resize_frame(pixels: np.ndarray, crop_rows: int | None = None) -> np.ndarray
     """Crop an (H, W, 3) uint8 image to its first ``crop_rows`` rows and resize it to 64x64x3 uint8."""
     if crop_rows is not None:
         pixels = pixels[:crop_rows]
-    return np.array(Image.fromarray(pixels).resize(FRAME_SHAPE[1::-1], Image.BILINEAR), dtype=np.uint8)
+    return np.array(Image.fromarray(pixels).resize(FRAME_SHAPE[1::-1], Image.Resampling.BILINEAR), dtype=np.uint8)
 
 
 @dataclass(frozen=True)
@@ -337,7 +337,7 @@ class TrackExpert:
     def __call__(self, env: gym.Env) -> np.ndarray:
         game = env.unwrapped
         car = game.car.hull  # type: ignore[attr-defined]
-        track = game.track  # type: ignore[attr-defined]  (alpha, beta, x, y) per waypoint
+        track = game.track  # type: ignore[attr-defined]  # (alpha, beta, x, y) per waypoint
         points = np.array([(t[2], t[3]) for t in track])
         headings = np.array([t[1] for t in track])
         x, y = car.position
@@ -382,7 +382,7 @@ def with_expert_settings(spec: GameSpec, settings: str | None) -> GameSpec:
         kind = (int, float) if isinstance(default, float) else type(default)
         if not isinstance(value, kind) or (isinstance(value, bool) and not isinstance(default, bool)):
             raise ValueError(f"expert setting {name!r} must be a {type(default).__name__}, got {value!r}")
-    expert = dataclasses.replace(spec.expert, **values)  # type: ignore[type-var]
+    expert = dataclasses.replace(spec.expert, **values)
     return dataclasses.replace(spec, expert=expert)
 
 

@@ -318,7 +318,7 @@ def write_model_card(world_model: str | os.PathLike, episodes: str | os.PathLike
         paths = list_episodes(episodes)
         if not paths:
             raise ValueError(f"no episode files in {str(episodes)!r}")
-        frames_note = f"random steps of episodes in {episodes}"
+        frames_note: str | None = f"random steps of episodes in {episodes}"
     else:
         paths, frames_note = heldout_episodes(vae), "random steps of V's held-out episodes"
     try:

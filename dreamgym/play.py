@@ -29,7 +29,7 @@ import torch
 
 from dreamgym.controller import Controller
 from dreamgym.devices import resolve_device
-from dreamgym.envs.dream import DreamEnv
+from dreamgym.envs.dream import DreamEnv, ObsMode
 from dreamgym.envs.latent import LatentObservation
 from dreamgym.envs.registration import dream_id, latent_id
 from dreamgym.games import GAMES, GameSpec
@@ -220,14 +220,18 @@ class PlaySession:
             self.message = "temperature: n/a (the real game)"
             return
         new = max(self.temperature_step, round(tau + sign * self.temperature_step, 6))
-        self.env.unwrapped.temperature = new
+        dream = self.env.unwrapped
+        assert isinstance(dream, DreamEnv)  # the only env with a temperature
+        dream.temperature = new
         self.message = f"tau = {new:.2f}"
 
     # --- stepping -------------------------------------------------------------------------------
     def action(self) -> Any:
         """The action for the current observation: the controller's, or the keymap's for the held keys."""
         if self.agent:
+            assert self.controller is not None  # only a session with a controller lets it drive
             return self.controller.act(self.obs)
+        assert self.keymap is not None  # without a keymap the controller always drives
         return self.keymap(frozenset(self.held))
 
     def _new_episode(self, seed: int | None = None) -> None:
@@ -373,10 +377,10 @@ def env_kind(env_id: str) -> tuple[Literal["dream", "latent"], GameSpec]:
     raise ValueError(f"{env_id!r} is not a dreamgym id; known ids: {known}")
 
 
-def obs_mode_for(model: WorldModel, obs_dim: int) -> str:
+def obs_mode_for(model: WorldModel, obs_dim: int) -> ObsMode:
     """The obs_mode whose observations have ``obs_dim`` values for this model (z: Z, zh: Z+H, zch: Z+2H)."""
     z, h = model.config.mdnrnn.z_size, model.config.mdnrnn.hidden_size
-    modes = {z: "z", z + h: "zh", z + 2 * h: "zch"}
+    modes: dict[int, ObsMode] = {z: "z", z + h: "zh", z + 2 * h: "zch"}
     if obs_dim not in modes:
         raise ValueError(f"a controller for {obs_dim} inputs does not fit this world model (Z={z}, H={h}: "
                          f"z={z}, zh={z + h}, zch={z + 2 * h}); was it trained with another world model?")  # fmt: skip

@@ -27,7 +27,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from dreamgym.data import atomic_write
 from dreamgym.devices import resolve_device
-from dreamgym.envs.dream import DreamEnv
+from dreamgym.envs.dream import DreamEnv, ObsMode
 from dreamgym.envs.latent import LatentObservation, ZMode, upscale
 from dreamgym.pictures import decode
 from dreamgym.play import load_controller, obs_mode_for
@@ -69,7 +69,7 @@ class RealRollout:
     actions: list[Any]
 
 
-def make_recording_env(model: WorldModel, steps: int, obs_mode: str = "zh", z_mode: ZMode = "mean"
+def make_recording_env(model: WorldModel, steps: int, obs_mode: ObsMode = "zh", z_mode: ZMode = "mean"
                        ) -> tuple[LatentObservation, FrameTap]:  # fmt: skip
     """The real game capped at ``steps``, seen through the latent wrapper, and the tap holding its frames."""
     spec = model.game
@@ -82,6 +82,7 @@ def roll_real(env: LatentObservation, tap: FrameTap, policy: Policy, seed: int) 
     """Plays one real episode (until it ends or hits the env's cap)."""
     z_size = env.model.config.mdnrnn.z_size
     obs, _ = env.reset(seed=seed)
+    assert tap.frame is not None  # the tap keeps every observation from reset on
     frames, zs, actions = [tap.frame], [obs[:z_size]], []
     while True:
         action = policy(obs, tap.frame)

@@ -111,6 +111,9 @@ def resolve_bundle(name_or_path: str | os.PathLike) -> Path:
 class WorldModel(torch.nn.Module):
     """V, M and the initial latents, on one device."""
 
+    initial_mu: torch.Tensor  # (L, Z) buffers: the stored initial latents' means and log-variances
+    initial_logvar: torch.Tensor
+
     def __init__(
         self,
         config: WorldModelConfig,

@@ -115,7 +115,8 @@ class ActionChecker:
         if not isinstance(space, (gym.spaces.Discrete, gym.spaces.Box)):
             raise TypeError(f"dreamgym supports Discrete and Box action spaces, not {space}")
         self.space, self.device = space, device
-        self.shape = space.shape if batch is None else (batch, *space.shape)
+        shape = space.shape if isinstance(space, gym.spaces.Box) else ()  # a Discrete space's shape is ()
+        self.shape = shape if batch is None else (batch, *shape)
         if isinstance(space, gym.spaces.Box):
             self.low = torch.as_tensor(space.low, dtype=torch.float32, device=device)
             self.high = torch.as_tensor(space.high, dtype=torch.float32, device=device)
@@ -137,16 +138,16 @@ class ActionChecker:
         if x.dtype == torch.bool or x.dtype.is_complex:
             raise TypeError(f"actions must be real numbers, got dtype {x.dtype}")
         if isinstance(self.space, gym.spaces.Discrete):
-            return self._discrete(x).reshape(-1)
+            return self._discrete(x, self.space).reshape(-1)
         return self._box(x).reshape(-1, *self.space.shape)
 
-    def _discrete(self, x: torch.Tensor) -> torch.Tensor:
+    def _discrete(self, x: torch.Tensor, space: gym.spaces.Discrete) -> torch.Tensor:
         if x.dtype.is_floating_point:
-            raise TypeError(f"{self.space} actions must be integers, got dtype {x.dtype}")
-        lo, hi = int(self.space.start), int(self.space.start + self.space.n)
+            raise TypeError(f"{space} actions must be integers, got dtype {x.dtype}")
+        lo, hi = int(space.start), int(space.start + space.n)
         outside = (x < lo) | (x >= hi)
         if bool(outside.any()):
-            raise ValueError(f"actions {x[outside].tolist()[:8]} are out of range for {self.space} ({lo}..{hi - 1})")
+            raise ValueError(f"actions {x[outside].tolist()[:8]} are out of range for {space} ({lo}..{hi - 1})")
         return x.to(self.device, torch.int64)
 
     def _box(self, x: torch.Tensor) -> torch.Tensor:
@@ -191,7 +192,8 @@ class DreamCore:
         self.rng = CounterRNG(num_envs, cfg.z_size + 2 * math.ceil(cfg.z_size / 2) + 1, self.device)
         with torch.inference_mode():
             self._cell = FusedStep(model.mdnrnn, num_envs)  # holds z, h, action, restart and c
-            self._restart = self._cell.restart if cfg.restart_flag else torch.zeros(num_envs, device=self.device)
+            restart = self._cell.restart  # a view of the state buffer when M has the restart input, else None
+            self._restart = restart if restart is not None else torch.zeros(num_envs, device=self.device)
             self.steps = torch.zeros(num_envs, dtype=torch.int64, device=self.device)
         self.set_temperature(game.dream_temperature if temperature is None else temperature)
 

@@ -186,10 +186,11 @@ class DreamVectorEnv(VectorEnv):
             infos = self._final_infos(self.core.observation(), done)
             self.core.reset(done)
         obs = self.core.observation()
-        return (*self._output(obs, reward, terminated, truncated), infos)  # type: ignore[return-value]
+        return (*self._output(obs, reward, terminated, truncated), infos)
 
     def _output(self, *tensors: torch.Tensor) -> Any:
         """Fresh tensors on the device (``return_tensors``) or numpy arrays; one value if one tensor is given."""
+        out: tuple[torch.Tensor | np.ndarray, ...]
         if self.return_tensors:  # inference tensors cannot enter autograd: give the agent ordinary copies
             out = tuple(t.clone() if t.is_inference() else t for t in tensors)
         else:
@@ -199,8 +200,8 @@ class DreamVectorEnv(VectorEnv):
     def _final_infos(self, final_obs: torch.Tensor, done: torch.Tensor) -> dict[str, Any]:
         """SAME_STEP infos: ``final_obs`` / ``final_info`` with their ``_`` masks for the envs that ended."""
         if self.return_tensors:
-            mask = done.clone()
-            return {"final_obs": final_obs, "_final_obs": mask, "final_info": {}, "_final_info": mask.clone()}
+            flags = done.clone()
+            return {"final_obs": final_obs, "_final_obs": flags, "final_info": {}, "_final_info": flags.clone()}
         mask = done.cpu().numpy()
         if not mask.any():
             return {}
@@ -210,7 +211,7 @@ class DreamVectorEnv(VectorEnv):
             objects[i] = rows[i]
         return {"final_obs": objects, "_final_obs": mask, "final_info": {}, "_final_info": mask.copy()}
 
-    def render(self) -> np.ndarray | None:
+    def render(self) -> np.ndarray | None:  # type: ignore[override]  # one (N, 64, 64, 3) array, not N frames
         if self.render_mode is None:
             gym.logger.warn("render() needs render_mode='rgb_array' at construction")
             return None

@@ -35,7 +35,8 @@ class DreamVecEnvAdapter(VecEnv):
     otherwise; ``set_attr`` on a subset of envs works for per-env arrays only.
     """
 
-    def __init__(self, venv: DreamVectorEnv) -> None:
+    def __init__(self, venv: gym.vector.VectorEnv) -> None:
+        """``venv``: a :class:`DreamVectorEnv` (any other VectorEnv is a TypeError)."""
         if not isinstance(venv, DreamVectorEnv):
             raise TypeError(f"expected a DreamVectorEnv, got {type(venv).__name__}")
         if venv.autoreset_mode != AutoresetMode.SAME_STEP:

@@ -122,23 +122,18 @@ class MDNRNN(nn.Module):
         self, z: torch.Tensor, action: torch.Tensor, restart: torch.Tensor | None, state: LSTMState
     ) -> tuple[MDNOutput, LSTMState]:
         """One step for B envs: z (B, Z), action (B, A), restart (B,), state (h, c) each (B, H)."""
-        lstm = self.lstm
-        h, c = torch.lstm_cell(
-            self.inputs(z, action, restart),
-            state,
-            lstm.weight_ih_l0,
-            lstm.weight_hh_l0,
-            lstm.bias_ih_l0,
-            lstm.bias_hh_l0,
-        )
+        h, c = torch.lstm_cell(self.inputs(z, action, restart), state, *self.lstm_weights())
         return self.heads(h), (h, c)
+
+    def lstm_weights(self) -> tuple[nn.Parameter, nn.Parameter, nn.Parameter, nn.Parameter]:
+        """The LSTM's (weight_ih, weight_hh, bias_ih, bias_hh) (``lstm.weight_ih_l0`` ... of its one layer)."""
+        weight_ih, weight_hh, bias_ih, bias_hh = self.lstm.all_weights[0]
+        return weight_ih, weight_hh, bias_ih, bias_hh
 
     def step_parameters(self) -> list[torch.Tensor]:
         """The parameters :meth:`step` uses (LSTM weights and biases, then every head's)."""
-        lstm = self.lstm
         heads = [m for m in (self.mdn, self.done, self.reward) if m is not None]
-        return [lstm.weight_ih_l0, lstm.weight_hh_l0, lstm.bias_ih_l0, lstm.bias_hh_l0,
-                *(p for m in heads for p in (m.weight, m.bias))]  # fmt: skip
+        return [*self.lstm_weights(), *(p for m in heads for p in (m.weight, m.bias))]
 
     def done_probability(self, done_logit: torch.Tensor) -> torch.Tensor:
         """Calibrated P(done): undoes the positive-class weight the done head was trained with."""
@@ -234,9 +229,10 @@ class FusedStep:
             return
         m, (z, h, k) = self.model, self._sizes
         with torch.no_grad():
-            w_ih = m.lstm.weight_ih_l0.t()  # (input, 4H)
-            bias = (m.lstm.bias_ih_l0 + m.lstm.bias_hh_l0)[None]
-            w = torch.cat([w_ih[:z], m.lstm.weight_hh_l0.t(), bias, w_ih[z:]])  # columns: gates i, f, g, o
+            weight_ih, weight_hh, bias_ih, bias_hh = m.lstm_weights()
+            w_ih = weight_ih.t()  # (input, 4H)
+            bias = (bias_ih + bias_hh)[None]
+            w = torch.cat([w_ih[:z], weight_hh.t(), bias, w_ih[z:]])  # columns: gates i, f, g, o
             self._w_gates = torch.cat([w[:, : 2 * h], w[:, 3 * h :], w[:, 2 * h : 3 * h]], dim=1).contiguous()
             # M's mixture columns are ordered (z, k, part); reorder to (part, k, z)
             w_mdn = m.mdn.weight.view(z, k, 3, h).permute(2, 1, 0, 3).reshape(-1, h)
