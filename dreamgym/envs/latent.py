@@ -63,8 +63,8 @@ class LatentCore:
         self.device = model.device
         self._generators = [torch.Generator(self.device) for _ in range(num_envs)]
         self._seeded = [False] * num_envs
-        lstm, vae = model.mdnrnn.lstm, model.vae
-        self._lstm = (lstm.weight_ih_l0, lstm.weight_hh_l0, lstm.bias_ih_l0, lstm.bias_hh_l0)
+        vae = model.vae
+        self._lstm = model.mdnrnn.lstm_weights()  # (weight_ih, weight_hh, bias_ih, bias_hh)
         # V's encoder as its tensors (conv weight, bias, stride): the same kernels as vae.encode, no module calls
         self._convs = [(m.weight, m.bias, m.stride) for m in vae.encoder if isinstance(m, torch.nn.Conv2d)]
         self._noise_shape = (1, model.config.vae.z_size)
