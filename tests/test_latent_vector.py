@@ -91,3 +91,34 @@ def test_carracing_vector_env_steps(tiny_bundle) -> None:
         assert envs.observation_space.contains(obs) and np.isfinite(reward).all()
     finally:
         envs.close()
+
+
+def test_disabled_autoreset_resets_chosen_envs_with_their_own_seeds(tiny_bundle) -> None:
+    """Every episode from its own seed (as agents.evaluate plays them): env i reset with seed k equals a single env
+    reset with seed k; the other envs' rows stay as they were, and an ended env must be reset before stepping."""
+    bundle = tiny_bundle()
+    envs = LatentVectorEnv(2, bundle, game="takecover", max_episode_steps=4, autoreset_mode=AutoresetMode.DISABLED)
+    single = make_latent_env("takecover", bundle, max_episode_steps=4)
+    try:
+        assert envs.metadata["autoreset_mode"] == AutoresetMode.DISABLED
+        with pytest.raises(ValueError, match="reset_mask"):
+            envs.reset(seed=[0, 1], options={"reset_mask": np.array([True, False])})  # before a first reset
+        envs.reset(seed=[100, 200])
+        for _ in range(3):
+            envs.step([1, 1])
+        obs, *_, truncated, _ = envs.step([1, 1])
+        assert truncated.all()
+        with pytest.raises(gym.error.ResetNeeded, match="ended"):
+            envs.step([1, 1])
+        before = obs.copy()
+        obs, _ = envs.reset(seed=[7, None], options={"reset_mask": np.array([True, False])})
+        np.testing.assert_array_equal(obs[1], before[1])  # env 1 untouched
+        np.testing.assert_allclose(obs[0], single.reset(seed=7)[0], atol=1e-5)
+        with pytest.raises(gym.error.ResetNeeded, match=r"\[1\]"):
+            envs.step([2, 2])
+        envs.reset(seed=[None, 8], options={"reset_mask": np.array([False, True])})
+        obs, reward, *_ = envs.step([2, 0])
+        np.testing.assert_allclose(obs[0], single.step(2)[0], atol=1e-5)
+    finally:
+        envs.close()
+        single.close()

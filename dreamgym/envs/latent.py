@@ -101,20 +101,26 @@ class LatentCore:
         self.restart = torch.zeros_like(self.restart)
 
     @torch.inference_mode()
-    def observe(self, frames: np.ndarray) -> np.ndarray:
-        """Encodes real frames (N, 64, 64, 3) uint8 to z; returns ``[z, (c,) h]`` as a new (N, D) float32 array."""
-        vae, x = self.model.vae, frames_to_tensor(frames, self.device)
+    def observe(self, frames: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
+        """Encodes real frames (N, 64, 64, 3) uint8 to z, only those of the envs in ``mask`` (N,) bool (all if
+        None; the others keep their z and draw nothing); returns ``[z, (c,) h]`` as a new (N, D) float32 array."""
+        rows = None if mask is None else np.flatnonzero(mask)
+        generators = self._generators if rows is None else [self._generators[i] for i in rows]
+        vae, x = self.model.vae, frames_to_tensor(frames if rows is None else frames[rows], self.device)
         for weight, bias, stride in self._convs:
             x = torch.relu_(F.conv2d(x, weight, bias, stride))
         features = x.flatten(1)
-        mu = F.linear(features, vae.fc_mu.weight, vae.fc_mu.bias)
+        z = F.linear(features, vae.fc_mu.weight, vae.fc_mu.bias)
         if self.z_mode == "sample":
             shape, device = self._noise_shape, self.device
-            eps = [torch.randn(shape, generator=g, device=device) for g in self._generators]
+            eps = [torch.randn(shape, generator=g, device=device) for g in generators]
             noise = eps[0] if len(eps) == 1 else torch.cat(eps)
             logvar = F.linear(features, vae.fc_logvar.weight, vae.fc_logvar.bias)
-            mu = torch.addcmul(mu, torch.exp(0.5 * logvar), noise)
-        self.z = mu
+            z = torch.addcmul(z, torch.exp(0.5 * logvar), noise)
+        if rows is None:
+            self.z = z
+        else:
+            self.z[torch.as_tensor(rows, device=self.device)] = z
         return latent_observation(self.z, self.h, self.c, self.obs_mode).cpu().numpy()
 
     @torch.inference_mode()
