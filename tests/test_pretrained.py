@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,6 +98,18 @@ def test_shipped_controller_beats_its_bar_in_the_real_game(game: str) -> None:
                     episodes=check.episodes, seed=REAL_SEEDS, device="cpu", out="evaluation.json")  # fmt: skip
     report = evaluate(args)
     assert report["mean"] >= check.bar, report["returns"]
+
+
+@pytest.mark.slow
+def test_the_recorded_takecover_episodes_replay_exactly() -> None:
+    """The shipped tau1.3 evaluation was recorded on an AMD AVX2 machine and replayed exactly on an Intel AVX-512
+    one: the real game, V, M and C are deterministic given the seed on any x86 CPU. Its first 4 episodes (4,201
+    steps) must replay to the same step here."""
+    folder = shipped_controller_dir("takecover", "tau1.3")
+    recorded = json.loads((folder / "evaluation_real.json").read_text())
+    args = EvalArgs(env=latent_id("takecover"), world_model="takecover", obs_mode="zch", controller=str(folder),
+                    episodes=4, seed=recorded["seeds"][0], device="cpu", out="evaluation.json")  # fmt: skip
+    assert evaluate(args)["returns"] == recorded["returns"][:4]
 
 
 @pytest.mark.parametrize("game", SHIPPED_GAMES)
