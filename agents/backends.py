@@ -15,12 +15,13 @@ from typing import Any
 
 import gymnasium as gym
 
-from agents.rollout import Evaluator, VectorEvaluator, env_kwargs_for, is_dream, is_dreamgym, make_env
-from agents.workers import PoolEvaluator, RayEvaluator
+from dreamgym.cli_args import Count, Positive
 from dreamgym.controller import ControllerConfig
 from dreamgym.devices import resolve_device
-from training.cli import Count, Positive
-from training.common import set_threads
+from dreamgym.runs import set_threads
+
+from .rollout import Evaluator, VectorEvaluator, env_kwargs_for, is_dream, is_dreamgym, make_env
+from .workers import PoolEvaluator, RayEvaluator
 
 BACKENDS = ("auto", "vector", "pool", "ray")
 

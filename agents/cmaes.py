@@ -30,14 +30,15 @@ import numpy as np
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
-from agents.backends import EnvArgs, make_evaluator, probe_config
-from agents.es_state import es_to_plain, restore_es
-from agents.rollout import Evaluator, Scores, derive_seed
-from agents.runlog import COLUMNS, log_row, plot_fitness, write_csv
 from dreamgym.checkpoint import CheckpointError, load_json, save_json
+from dreamgym.cli_args import Count, NonNegative, NonNegativeFloat, Positive, parse_args
 from dreamgym.controller import Controller, ControllerConfig
 from dreamgym.data import load_arrays, save_arrays
-from training.cli import Count, NonNegative, NonNegativeFloat, Positive, parse_args
+
+from .backends import EnvArgs, make_evaluator, probe_config
+from .es_state import es_to_plain, restore_es
+from .rollout import Evaluator, Scores, derive_seed
+from .runlog import COLUMNS, log_row, plot_fitness, write_csv
 
 # Settings that may change when resuming a run; any other difference means a different run.
 _RESUMABLE = {"generations", "out", "device", "backend", "workers", "ray_address", "episode_timeout", "threads"}

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 
 import torch
 
+from dreamgym.cli_args import parse_args
 from dreamgym.controller import Controller, flatten
-from training.cli import parse_args
 
 
 @dataclass(frozen=True)

@@ -15,14 +15,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from dreamgym.record import VIDEO_SUFFIXES, write_video
 from PIL import Image
 
-from agents.backends import EnvArgs, backend_name, make_evaluator, make_single_env, parse_env_kwargs
-from agents.rollout import play_episode
 from dreamgym.checkpoint import save_json, versions
+from dreamgym.cli_args import Count, NonNegative, parse_args
 from dreamgym.controller import Controller
-from dreamgym.record import VIDEO_SUFFIXES, write_video
-from training.cli import Count, NonNegative, parse_args
+
+from .backends import EnvArgs, backend_name, make_evaluator, make_single_env, parse_env_kwargs
+from .rollout import play_episode
 
 # Episode seeds of the scores this project reports: real games from REAL_SEEDS + k, dreams from DREAM_SEEDS + k,
 # both far from the seeds CMA-ES trains on (derived from (seed, generation)).

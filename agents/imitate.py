@@ -32,13 +32,13 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from dreamgym.cli_args import Bound, Count, HeldOut, NonNegative, NonNegativeFloat, Positive, parse_args
 from dreamgym.controller import Controller, ControllerConfig, flatten, population_outputs, unflatten
 from dreamgym.data import list_episodes, load_arrays
 from dreamgym.envs.dream import DreamEnv, latent_observation, load_world_model
 from dreamgym.envs.registration import dream_id
+from dreamgym.runs import set_threads, torch_generator
 from dreamgym.world_model import WorldModel
-from training.cli import Bound, Count, HeldOut, NonNegative, NonNegativeFloat, Positive, parse_args
-from training.common import set_threads, torch_generator
 
 _KEYS = ("mu", "logvar", "actions", "rewards")
 

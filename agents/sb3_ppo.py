@@ -18,9 +18,9 @@ import gymnasium as gym
 import numpy as np
 from stable_baselines3 import PPO
 
+from dreamgym.cli_args import Count, NonNegative, Positive, parse_args
 from dreamgym.envs.registration import dream_id, latent_id
 from dreamgym.envs.sb3 import make_sb3_vec_env
-from training.cli import Count, NonNegative, Positive, parse_args
 
 
 @dataclass(frozen=True)

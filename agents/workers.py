@@ -24,11 +24,12 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from agents.rollout import Scores, env_kwargs_for, episode_seeds, make_env, play_episode
 from dreamgym.controller import ControllerConfig
 from dreamgym.devices import resolve_device
 from dreamgym.processes import WorkerPool, on_worker_exit
 from dreamgym.ray_pool import RayPool
+
+from .rollout import Scores, env_kwargs_for, episode_seeds, make_env, play_episode
 
 _ENVS: dict[str, gym.Env] = {}
 _TASK: tuple[str, dict[str, Any], ControllerConfig] | None = None

@@ -31,8 +31,8 @@ import torch
 
 from benchmarks import dream_steps, generation, latent_steps, memory, report, train_steps
 from benchmarks.timing import Row, load_or_random, machine_info, usable_cores
+from dreamgym.cli_args import parse_args
 from dreamgym.devices import resolve_device
-from training.cli import parse_args
 
 BENCHMARKS = ("dream_takecover", "dream_carracing", "latent", "train", "cmaes", "memory")
 MEAN_EPISODE_STEPS = 300  # random world models end dream episodes as often as random-policy TakeCover games

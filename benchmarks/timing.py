@@ -27,8 +27,8 @@ import torch
 
 from dreamgym.checkpoint import versions
 from dreamgym.games import get_game
+from dreamgym.runs import seeded_module
 from dreamgym.world_model import WorldModel, WorldModelConfig
-from training.common import seeded_module
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from benchmarks.timing import Row, interleaved_rates, random_actions
 from dreamgym.models.mdnrnn import MDNRNN
 from dreamgym.models.vae import ConvVAE, frames_to_tensor
 from dreamgym.world_model import WorldModelConfig
-from training.common import Trainable, _train_step
+from training.common import Trainable, train_step
 from training.mdnrnn import EpisodeSeries, batch_loss, make_batch
 
 
@@ -47,7 +47,7 @@ def vae_candidates(config: WorldModelConfig, batch: int, device: torch.device) -
     x = frames_to_tensor(frames, device)
 
     def train() -> float:
-        _train_step(trainable, frames)
+        train_step(trainable, frames)
         return batch
 
     def bare() -> float:
@@ -80,7 +80,7 @@ def mdnrnn_candidates(config: WorldModelConfig, batch: int, steps: int,
     fixed = make_batch(episodes, config.game, generator, device)
 
     def train() -> float:
-        _train_step(trainable, make_batch(episodes, config.game, generator, device))
+        train_step(trainable, make_batch(episodes, config.game, generator, device))
         return batch * steps
 
     def bare() -> float:

@@ -104,7 +104,7 @@ def resolve_bundle(name_or_path: str | os.PathLike) -> Path:
     available = sorted(p.name for p in PRETRAINED_DIR.glob("*") if (p / CONFIG_FILE).is_file())
     raise FileNotFoundError(
         f"no world model at {str(name_or_path)!r}: pass world_model= a bundle folder (train one with "
-        f"`python -m training.pipeline --game <game>`) or the name of a shipped bundle {available}"
+        f"`python -m recipes.pipeline --game <game>`) or the name of a shipped bundle {available}"
     )
 
 

@@ -12,7 +12,7 @@ from typing import Literal, Optional
 
 import pytest
 
-from training.cli import Count, HeldOut, NonNegative, Positive, Probability, parse_args
+from dreamgym.cli_args import Count, HeldOut, NonNegative, Positive, Probability, parse_args
 
 
 @dataclass(frozen=True)
@@ -137,12 +137,12 @@ def test_values_on_a_bound_are_accepted() -> None:
         ("training.mdnrnn", ["--hidden-size", "0"], "argument --hidden-size: must be >= 1, got 0"),
         ("training.bundle", ["--num-initial", "0"], "argument --num-initial: must be >= 1, got 0"),
         ("training.relabel", ["--workers", "0"], "argument --workers: must be >= 1, got 0"),
-        ("training.pipeline", ["--seed", "-1"], "argument --seed: must be >= 0, got -1"),
+        ("recipes.pipeline", ["--seed", "-1"], "argument --seed: must be >= 0, got -1"),
         ("agents.evaluate", ["--episodes", "0"], "argument --episodes: must be >= 1, got 0"),
         ("agents.imitate", ["--clip", "1"], "argument --clip: must be in (0, 1), got 1.0"),
-        ("agents.dagger", ["--expert-share", "1.5"], "argument --expert-share: must be in [0, 1], got 1.5"),
+        ("recipes.dagger", ["--expert-share", "1.5"], "argument --expert-share: must be in [0, 1], got 1.5"),
         ("agents.sb3_ppo", ["--temperature", "0"], "argument --temperature: must be > 0, got 0.0"),
-        ("agents.temperature_sweep", ["--generations", "0"], "argument --generations: must be >= 1, got 0"),
+        ("recipes.temperature_sweep", ["--generations", "0"], "argument --generations: must be >= 1, got 0"),
     ],
 )
 def test_every_stage_refuses_bad_values_before_writing(

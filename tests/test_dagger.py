@@ -1,4 +1,4 @@
-"""agents.dagger: rounds of expert-labelled rollouts and refits, resumable, on a tiny bundle and short games."""
+"""recipes.dagger: rounds of expert-labelled rollouts and refits, resumable, on a tiny bundle and short games."""
 
 from __future__ import annotations
 
@@ -10,11 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from agents.dagger import DaggerArgs, DaggerRun, main, share_of
 from dreamgym.checkpoint import load_json
 from dreamgym.controller import Controller
 from dreamgym.data import list_episodes, load_arrays, load_episode
 from dreamgym.locks import FolderBusyError, folder_lock
+from recipes.dagger import DaggerArgs, DaggerRun, main, share_of
 
 
 def tiny_args(bundle: Path, out: Path, **overrides) -> DaggerArgs:

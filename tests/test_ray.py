@@ -15,15 +15,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import agents.dagger as dagger
+import recipes.dagger as dagger
 import training.collect as collect_module
 from agents.cmaes import TrainArgs, train
-from agents.dagger import DaggerArgs, DaggerRun
 from agents.evaluate import EvalArgs, evaluate
 from agents.runlog import COLUMNS, read_csv
 from dreamgym.controller import Controller, ControllerConfig
 from dreamgym.data import list_episodes, load_arrays
 from dreamgym.envs.latent import make_latent_env
+from recipes.dagger import DaggerArgs, DaggerRun
 from training.collect import CollectArgs, collect
 
 LATENT_ID = "dreamgym/TakeCoverLatent-v0"
@@ -117,7 +117,7 @@ def test_collect_on_ray_writes_the_pools_shards_though_a_worker_dies(
 
 
 def test_dagger_plays_its_rounds_on_the_ray_address(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """agents.dagger hands --ray-address to every collection and scoring it runs (the stages themselves are
+    """recipes.dagger hands --ray-address to every collection and scoring it runs (the stages themselves are
     stubbed: collection and evaluation on Ray are tested above)."""
     calls: list[tuple[str, str | None, str]] = []
 

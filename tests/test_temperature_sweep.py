@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from agents.temperature_sweep import SweepArgs, markdown, parse_taus, sweep
+from recipes.temperature_sweep import SweepArgs, markdown, parse_taus, sweep
 
 
 @pytest.mark.slow

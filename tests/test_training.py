@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+import types
 from pathlib import Path
 from typing import Any
 
@@ -17,18 +18,18 @@ import numpy as np
 import pytest
 import torch
 
+import recipes.pipeline as pipeline_module
 import training.mdnrnn as mdnrnn_module
-import training.pipeline as pipeline_module
-from agents.dagger import DaggerArgs
 from dreamgym.checkpoint import CheckpointError
 from dreamgym.data import Episode, episode_path, list_episodes, load_episode, save_arrays, save_episode
 from dreamgym.models.mdnrnn import MDNRNN, MDNRNNConfig
+from dreamgym.runs import check_args
 from dreamgym.world_model import WorldModel
+from recipes.dagger import DaggerArgs
 from training.bundle import BundleArgs, build_bundle, initial_latents
 from training.common import (
     MODEL_FILE,
     STATE_FILE,
-    check_args,
     frozen_split,
     load_state,
     resolve_device,
@@ -478,7 +479,8 @@ def test_pipeline_trains_the_controller_by_dagger(
         scored.append(args)
         return {"mean": 1.0, "std": 0.0, "returns": [1.0] * args.episodes}
 
-    monkeypatch.setattr(pipeline_module, "evaluate", fake_evaluate)
+    only_here = types.SimpleNamespace(**{**vars(pipeline_module.evaluate), "evaluate": fake_evaluate})  # DAgger's own
+    monkeypatch.setattr(pipeline_module, "evaluate", only_here)  # scoring stays real
     args = pipeline_module.PipelineArgs(game="carracing", preset="tiny", out=str(tmp_path / "run"), threads=1,
                                         world_model=str(tiny_bundle("carracing")), trainer="dagger")  # fmt: skip
     ctx = pipeline_module.run_pipeline(args)

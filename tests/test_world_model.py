@@ -52,7 +52,7 @@ def test_z_size_mismatch_between_v_and_m_is_refused() -> None:
 
 
 def test_unknown_bundle_names_the_way_out(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError, match="training.pipeline"):
+    with pytest.raises(FileNotFoundError, match="recipes.pipeline"):
         WorldModel.load(tmp_path / "nothing_here")
 
 

@@ -19,12 +19,14 @@ from pathlib import Path
 import torch
 
 from dreamgym.checkpoint import load_json
+from dreamgym.cli_args import Count, NonNegative, parse_args
 from dreamgym.data import list_episodes, load_arrays
+from dreamgym.runs import numpy_rng
 from dreamgym.world_model import WorldModel, WorldModelConfig
-from training.cli import Count, NonNegative, parse_args
-from training.common import CONFIG_FILE, numpy_rng
-from training.encode import load_encoder
-from training.mdnrnn import load_mdnrnn
+
+from .common import CONFIG_FILE
+from .encode import load_encoder
+from .mdnrnn import load_mdnrnn
 
 
 @dataclass(frozen=True)

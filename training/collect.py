@@ -35,6 +35,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from dreamgym.cli_args import Count, NonNegative, NonNegativeFloat, Probability, parse_args
 from dreamgym.controller import Controller
 from dreamgym.data import Episode, episode_path, list_episodes, remove_stale_temps, save_episode
 from dreamgym.envs.latent import LatentObservation, make_latent_env
@@ -42,7 +43,6 @@ from dreamgym.games import GameSpec, get_game, with_expert_settings
 from dreamgym.locks import exit_if_busy, folder_lock
 from dreamgym.processes import map_on_workers, on_worker_exit
 from dreamgym.ray_pool import RayPool
-from training.cli import Count, NonNegative, NonNegativeFloat, Probability, parse_args
 
 
 @dataclass(frozen=True)

@@ -49,21 +49,19 @@ from dreamgym.checkpoint import (
     save_tensors,
     versions,
 )
+from dreamgym.cli_args import Count, HeldOut, NonNegative, NonNegativeFloat, Positive
 from dreamgym.data import atomic_write, split_holdout
 from dreamgym.devices import resolve_device  # noqa: F401  (re-exported: callers import it from here)
-from training import distributed
-from training.cli import Count, HeldOut, NonNegative, NonNegativeFloat, Positive
+from dreamgym.runs import check_args, numpy_rng, set_threads
+
+from . import distributed
 
 STATE_FILE = "state.safetensors"
-ARGS_FILE = "args.json"
 SPLIT_FILE = "split.json"
 EVAL_FILE = "eval.json"
 MODEL_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
 TB_DIR = "tb"
-
-# Settings that may change between a run and its resume without changing its result.
-VOLATILE_ARGS = frozenset({"device", "threads", "checkpoint_minutes", "checkpoint_steps", "log_every"})
 
 
 @dataclass(frozen=True)
@@ -96,48 +94,7 @@ class TrainArgs:
     """TensorBoard training scalars every this many steps"""
 
 
-def set_threads(threads: int | None) -> None:
-    if threads is not None:
-        if threads < 1:
-            raise ValueError(f"threads must be >= 1, got {threads}")
-        torch.set_num_threads(threads)
-
-
-def seeded_module(build: Callable[[], torch.nn.Module], seed: int) -> torch.nn.Module:
-    """Builds a module whose initial weights depend only on ``seed``, leaving torch's global RNG untouched."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return build()
-
-
-def numpy_rng(*keys: int) -> np.random.Generator:
-    """A generator determined by ``keys`` (e.g. seed, epoch): data order never depends on run history."""
-    return np.random.default_rng(np.random.SeedSequence(list(keys)))
-
-
-def torch_generator(device: torch.device, *keys: int) -> torch.Generator:
-    """A torch generator on ``device`` seeded from ``keys``."""
-    seed = int(np.random.SeedSequence(list(keys)).generate_state(1, np.uint64)[0] >> 1)
-    return torch.Generator(device=device).manual_seed(seed)
-
-
 # --- run folder files ----------------------------------------------------------------------------
-
-
-def check_args(out: Path, args: Any, volatile: frozenset[str] = VOLATILE_ARGS) -> None:
-    """Records ``args`` in a new run folder, or checks a resumed run has the same result-defining settings
-    (all but ``volatile``, the ones that may change between starts)."""
-    current = {k: v for k, v in dataclasses.asdict(args).items() if k not in volatile}
-    path = out / ARGS_FILE
-    if path.is_file():
-        saved = {k: v for k, v in load_json(path).items() if k not in volatile}
-        diff = {k: (saved[k], current[k]) for k in saved.keys() & current.keys() if saved[k] != current[k]}
-        if diff:
-            changes = ", ".join(f"{k}: run has {a!r}, command has {b!r}" for k, (a, b) in sorted(diff.items()))
-            raise ValueError(f"{out} holds a run with other settings ({changes}); resume with the same settings "
-                             "or choose a new --out")  # fmt: skip
-    else:
-        save_json(path, dataclasses.asdict(args))
 
 
 def frozen_split(
@@ -395,7 +352,7 @@ def fit(args: TrainArgs, name: str, build: Callable[[Path, torch.device], Traina
                 disable=not main,
             )
             for batch in t.batches(progress.epoch, progress.batch):
-                metrics = _train_step(t, batch)
+                metrics = train_step(t, batch)
                 progress.batch += 1
                 progress.step += 1
                 bar.update()
@@ -437,7 +394,8 @@ def fit(args: TrainArgs, name: str, build: Callable[[Path, torch.device], Traina
     return load_json(out / EVAL_FILE) if writer is None else {**progress.history[-1], "history": progress.history}
 
 
-def _train_step(t: Trainable, batch: Any) -> dict[str, float]:
+def train_step(t: Trainable, batch: Any) -> dict[str, float]:
+    """One optimizer step on ``batch`` (the loop's unit of work; benchmarks.train_steps times it)."""
     t.model.train()
     t.optimizer.zero_grad(set_to_none=True)
     loss, metrics = t.loss(batch)

@@ -24,14 +24,16 @@ import torch
 from tqdm import tqdm
 
 from dreamgym.checkpoint import load_json, save_json
+from dreamgym.cli_args import Count, parse_args
 from dreamgym.data import list_episodes, load_arrays, load_episode, remove_stale_temps, save_arrays
 from dreamgym.locks import exit_if_busy, folder_lock
 from dreamgym.models.vae import ConvVAE, frames_to_tensor
+from dreamgym.runs import set_threads
 from dreamgym.world_model import ARCHITECTURE as WORLD_MODEL_ARCHITECTURE
 from dreamgym.world_model import WorldModel, resolve_bundle
-from training.cli import Count, parse_args
-from training.common import CONFIG_FILE, MODEL_FILE, resolve_device, set_threads
-from training.vae import load_vae
+
+from .common import CONFIG_FILE, MODEL_FILE, resolve_device
+from .vae import load_vae
 
 MANIFEST = "encode.json"
 LATENT_KEYS = ("mu", "logvar", "actions", "rewards", "terminated", "truncated")

@@ -13,9 +13,9 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass
 
+from dreamgym.cli_args import parse_args
 from dreamgym.data import ShardError
 from dreamgym.minari_export import MinariExportError, export_minari
-from training.cli import parse_args
 
 
 @dataclass(frozen=True)

@@ -41,6 +41,7 @@ import torch
 from tqdm import tqdm
 
 from dreamgym.checkpoint import CheckpointError, load_json, save_json, versions
+from dreamgym.cli_args import parse_args
 from dreamgym.controller import CONFIG_FILE as CONTROLLER_FILE
 from dreamgym.controller import Controller, population_actions
 from dreamgym.data import ShardError, atomic_write, list_episodes, load_episode
@@ -58,10 +59,11 @@ from dreamgym.fidelity import (
 )
 from dreamgym.models.mdnrnn import check_temperature
 from dreamgym.models.vae import ConvVAE, frames_to_tensor
+from dreamgym.runs import set_threads
 from dreamgym.world_model import WorldModel, resolve_bundle
-from training.cli import parse_args
-from training.common import resolve_device, set_threads
-from training.encode import encode_frames
+
+from .common import resolve_device
+from .encode import encode_frames
 
 JSON_FILE = "fidelity.json"
 PNG_FILE = "fidelity.png"

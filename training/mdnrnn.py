@@ -47,13 +47,15 @@ import numpy as np
 import torch
 
 from dreamgym.checkpoint import CheckpointError, load_json
+from dreamgym.cli_args import Count, Positive, parse_args
 from dreamgym.data import list_episodes, pad_episodes
 from dreamgym.games import get_game
 from dreamgym.models.mdnrnn import MDNRNN, MDNRNNConfig, mixture_nll
+from dreamgym.runs import numpy_rng, seeded_module, torch_generator
 from dreamgym.world_model import WorldModel, WorldModelConfig, resolve_bundle
-from training import distributed
-from training.cli import Count, Positive, parse_args
-from training.common import (
+
+from . import distributed
+from .common import (
     CONFIG_FILE,
     SPLIT_FILE,
     Trainable,
@@ -62,13 +64,10 @@ from training.common import (
     frozen_split,
     inherited_split,
     load_model,
-    numpy_rng,
-    seeded_module,
-    torch_generator,
     total_steps,
 )
-from training.distributed import Replicated
-from training.encode import Latents, load_latents
+from .distributed import Replicated
+from .encode import Latents, load_latents
 
 ARCHITECTURE = "dreamgym.MDNRNN/v1"
 Batch = dict[str, torch.Tensor]

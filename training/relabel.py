@@ -25,12 +25,13 @@ import gymnasium as gym
 import numpy as np
 from tqdm import tqdm
 
+from dreamgym.cli_args import Count, parse_args
 from dreamgym.data import ShardError, list_episodes, load_arrays, update_arrays
 from dreamgym.games import GameSpec, get_game, with_expert_settings
 from dreamgym.locks import exit_if_busy, folder_lock
 from dreamgym.processes import map_on_workers, on_worker_exit
-from training.cli import Count, parse_args
-from training.collect import require_expert
+
+from .collect import require_expert
 
 
 @dataclass(frozen=True)

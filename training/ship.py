@@ -29,12 +29,12 @@ from typing import Any
 
 import numpy as np
 import torch
-
-from dreamgym.controller import Controller
 from dreamgym.model_card import CARD_FILE, RECONSTRUCTIONS_FILE, TRAVERSAL_FILE, write_model_card
 from dreamgym.shipped import CONTROLLERS_DIR, DEFAULT_FILE, write_checksums
+
+from dreamgym.cli_args import parse_args
+from dreamgym.controller import Controller
 from dreamgym.world_model import CONFIG_FILE, PRETRAINED_DIR, WEIGHTS_FILE, WorldModel, resolve_bundle
-from training.cli import parse_args
 
 CONTROLLERS_HEADING = "\n## Shipped controllers\n"
 BUNDLE_FILES = (CONFIG_FILE, WEIGHTS_FILE, RECONSTRUCTIONS_FILE, TRAVERSAL_FILE)

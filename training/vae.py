@@ -31,23 +31,15 @@ import numpy as np
 import torch
 from PIL import Image
 
+from dreamgym.cli_args import Count, NonNegativeFloat, Positive, parse_args
 from dreamgym.data import atomic_write, iter_frame_batches, list_episodes, load_arrays, load_episode
 from dreamgym.games import get_game
 from dreamgym.models.vae import ConvVAE, VAEConfig, frames_to_tensor, tensor_to_frames
-from training import distributed
-from training.cli import Count, NonNegativeFloat, Positive, parse_args
-from training.common import (
-    SPLIT_FILE,
-    Trainable,
-    TrainArgs,
-    fit,
-    frozen_split,
-    load_model,
-    numpy_rng,
-    seeded_module,
-    torch_generator,
-)
-from training.distributed import Replicated
+from dreamgym.runs import numpy_rng, seeded_module, torch_generator
+
+from . import distributed
+from .common import SPLIT_FILE, Trainable, TrainArgs, fit, frozen_split, load_model
+from .distributed import Replicated
 
 ARCHITECTURE = "dreamgym.ConvVAE/v1"
 

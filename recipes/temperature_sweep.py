@@ -1,7 +1,7 @@
 """The paper's temperature experiment: controllers trained only in the dream at several tau, each scored in the
 dream and in the real game, next to the paper's numbers.
 
-    python -m agents.temperature_sweep --world-model takecover --taus 0.1,0.5,1.0,1.15,1.3 \
+    python -m recipes.temperature_sweep --world-model takecover --taus 0.1,0.5,1.0,1.15,1.3 \
         --generations 60 --popsize 32 --episodes 8 --out runs/takecover/sweep
 
 For every tau: CMA-ES in ``dreamgym/<Game>Dream-v0`` at that tau (``<out>/tau<tau>/``, resumable), then
@@ -22,14 +22,13 @@ from typing import Any
 
 import numpy as np
 
-from agents.cmaes import TrainArgs
-from agents.cmaes import train as train_controller
-from agents.evaluate import DREAM_SEEDS, REAL_SEEDS, EvalArgs, evaluate
 from dreamgym.checkpoint import save_json
+from dreamgym.cli_args import Count, NonNegative, parse_args
 from dreamgym.data import atomic_write
 from dreamgym.envs.registration import dream_id, latent_id
 from dreamgym.world_model import WorldModel
-from training.cli import Count, NonNegative, parse_args
+
+from .stages import cmaes, evaluate
 
 # Ha & Schmidhuber (2018), TakeCover controllers trained in the dream, 100 episodes each: tau -> (dream, real)
 PAPER_TAKECOVER: dict[float, tuple[tuple[float, float], tuple[float, float]]] = {
@@ -86,9 +85,9 @@ def scored(path: Path, make: Any) -> dict[str, Any]:
     return make()
 
 
-def train_args(args: SweepArgs, game: str, tau: float, out: Path) -> TrainArgs:
+def train_args(args: SweepArgs, game: str, tau: float, out: Path) -> cmaes.TrainArgs:
     """The CMA-ES run of one tau, written to ``out`` (the pipeline trains its controller with these too)."""
-    return TrainArgs(
+    return cmaes.TrainArgs(
         env=dream_id(game),
         world_model=args.world_model,
         obs_mode=args.obs_mode,
@@ -107,15 +106,17 @@ def train_args(args: SweepArgs, game: str, tau: float, out: Path) -> TrainArgs:
 def run_tau(args: SweepArgs, game: str, tau: float) -> dict[str, Any]:
     """Trains (or resumes) the controller of one tau and scores it in the dream and the real game."""
     folder = tau_dir(Path(args.out), tau)
-    train_controller(train_args(args, game, tau, folder))
+    cmaes.train(train_args(args, game, tau, folder))
     controller = str(folder / "mean")
     common = {"world_model": args.world_model, "obs_mode": args.obs_mode, "device": args.device,
               "threads": args.threads, "controller": controller}  # fmt: skip
     dream_path, real_path = folder / "mean" / "evaluation_dream.json", folder / "mean" / "evaluation_real.json"
-    dream = scored(dream_path, lambda: evaluate(EvalArgs(env=dream_id(game), temperature=tau, **common,
-                   episodes=args.dream_episodes, seed=DREAM_SEEDS, out=str(dream_path))))  # fmt: skip
-    real = scored(real_path, lambda: evaluate(EvalArgs(env=latent_id(game), workers=args.workers, **common,
-                  episodes=args.real_episodes, seed=REAL_SEEDS, out=str(real_path))))  # fmt: skip
+    in_dream = evaluate.EvalArgs(env=dream_id(game), temperature=tau, **common, episodes=args.dream_episodes,
+                                 seed=evaluate.DREAM_SEEDS, out=str(dream_path))  # fmt: skip
+    in_game = evaluate.EvalArgs(env=latent_id(game), workers=args.workers, **common, episodes=args.real_episodes,
+                                seed=evaluate.REAL_SEEDS, out=str(real_path))  # fmt: skip
+    dream = scored(dream_path, lambda: evaluate.evaluate(in_dream))
+    real = scored(real_path, lambda: evaluate.evaluate(in_game))
     return {"tau": tau, "dream": summary(dream), "real": summary(real), "controller": controller,
             "dream_lengths": dream["lengths"], "real_lengths": real["lengths"]}  # fmt: skip
 

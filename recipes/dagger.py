@@ -1,6 +1,6 @@
 """DAgger with a game's scripted expert: the clone plays, the expert labels every state, the clone is refit.
 
-    python -m agents.dagger --game carracing --demos 40 --rounds 4 --episodes-per-round 50 \
+    python -m recipes.dagger --game carracing --demos 40 --rounds 4 --episodes-per-round 50 \
         --expert-share 0.3 --out runs/carracing-dagger
 
 Round 0 is ``--init`` (a controller folder) or, without it, a clone of ``--demos`` expert episodes played
@@ -34,17 +34,16 @@ from typing import Annotated, Any
 import numpy as np
 from torch.utils.tensorboard import SummaryWriter
 
-from agents.evaluate import EvalArgs, evaluate
-from agents.imitate import ImitateArgs, imitate
 from dreamgym.checkpoint import load_json, save_json
+from dreamgym.cli_args import Bound, Count, NonNegative, NonNegativeFloat, Positive, Probability, parse_args
 from dreamgym.data import atomic_write, list_episodes, load_arrays
 from dreamgym.envs.registration import latent_id
-from dreamgym.games import get_game, with_expert_settings
+from dreamgym.experts import with_expert_settings
+from dreamgym.games import get_game
 from dreamgym.locks import exit_if_busy, folder_lock
-from training.cli import Bound, Count, NonNegative, NonNegativeFloat, Positive, Probability, parse_args
-from training.collect import CollectArgs, collect, require_expert
-from training.common import VOLATILE_ARGS, check_args
-from training.encode import EncodeArgs, encode
+from dreamgym.runs import VOLATILE_ARGS, check_args
+
+from .stages import collect, encode, evaluate, imitate
 
 SELECTION_SEEDS = 3_000_000
 """Episode seeds that choose between rounds: apart from agents.evaluate's test seeds (1,000,000 + k)."""
@@ -117,7 +116,7 @@ class DaggerArgs:
 
 def validate_args(args: DaggerArgs) -> None:
     """One clear error for settings that cannot work, before any episode is played."""
-    require_expert(with_expert_settings(get_game(args.game), args.expert))
+    collect.require_expert(with_expert_settings(get_game(args.game), args.expert))
     if args.demos < 0 or args.rounds < 0 or args.episodes_per_round < 1 or args.eval_episodes < 1:
         raise ValueError("--demos and --rounds must be >= 0, --episodes-per-round and --eval-episodes >= 1")
     if args.init is None and args.demos == 0:
@@ -206,21 +205,21 @@ class DaggerRun:
 
     def collect(self, total: int, **player: Any) -> None:
         a = self.args
-        collect(CollectArgs(game=a.game, episodes=total, workers=a.workers, ray_address=a.ray_address,
+        collect.collect(collect.CollectArgs(game=a.game, episodes=total, workers=a.workers, ray_address=a.ray_address,
                             out=str(self.episodes), seed=a.seed,
                             max_steps=a.max_steps, world_model=self.world_model, obs_mode=self.spec.obs_mode,
                             param_noise=a.param_noise, expert_labels=True, expert=a.expert, **player))  # fmt: skip
-        encode(EncodeArgs(vae=self.world_model, episodes=str(self.episodes), out=str(self.latents),
+        encode.encode(encode.EncodeArgs(vae=self.world_model, episodes=str(self.episodes), out=str(self.latents),
                           device=a.device, threads=a.threads))  # fmt: skip
 
     def fit(self, folder: Path) -> dict[str, float]:
         a = self.args
-        _, summary = imitate(ImitateArgs(world_model=self.world_model, latents=str(self.latents), out=str(folder),
-                                         obs_mode=self.spec.obs_mode, targets="expert", ridge=a.ridge,
-                                         hidden=a.hidden, epochs=a.epochs, lr=a.lr, batch_size=a.batch_size,
-                                         std_floor=a.std_floor, hidden_outputs=a.hidden_outputs,
-                                         progress_window=a.progress_window,
-                                         threads=a.threads))  # fmt: skip
+        refit = imitate.ImitateArgs(world_model=self.world_model, latents=str(self.latents), out=str(folder),
+                                    obs_mode=self.spec.obs_mode, targets="expert", ridge=a.ridge,
+                                    hidden=a.hidden, epochs=a.epochs, lr=a.lr, batch_size=a.batch_size,
+                                    std_floor=a.std_floor, hidden_outputs=a.hidden_outputs,
+                                    progress_window=a.progress_window, threads=a.threads)  # fmt: skip
+        _, summary = imitate.imitate(refit)
         return summary
 
     def score(self, folder: Path) -> dict[str, Any]:
@@ -229,11 +228,12 @@ class DaggerRun:
         if path.is_file():
             return load_json(path)
         kwargs = {} if a.max_steps is None else {"max_episode_steps": a.max_steps}
-        return evaluate(EvalArgs(env=latent_id(a.game), world_model=self.world_model, obs_mode=self.spec.obs_mode,
-                                 env_kwargs=json.dumps(kwargs), device="cpu", workers=a.workers,
-                                 backend="pool" if a.ray_address is None else "ray", ray_address=a.ray_address,
-                                 threads=a.threads, controller=str(folder), episodes=a.eval_episodes,
-                                 seed=a.eval_seed, out=str(path)))  # fmt: skip
+        scoring = evaluate.EvalArgs(env=latent_id(a.game), world_model=self.world_model, obs_mode=self.spec.obs_mode,
+                                    env_kwargs=json.dumps(kwargs), device="cpu", workers=a.workers,
+                                    backend="pool" if a.ray_address is None else "ray", ray_address=a.ray_address,
+                                    threads=a.threads, controller=str(folder), episodes=a.eval_episodes,
+                                    seed=a.eval_seed, out=str(path))  # fmt: skip
+        return evaluate.evaluate(scoring)
 
     def player(self, k: int) -> int:
         """The round whose controller plays round ``k`` (k >= 1)."""

@@ -1,14 +1,14 @@
 """The whole pipeline, one resumable command: collect -> vae -> encode -> mdnrnn -> bundle -> controller -> evaluate
 [-> sweep].
 
-    python -m training.pipeline --game takecover --preset quick [--out runs/takecover-quick] [--device auto]
-    python -m training.pipeline --game takecover --preset quick --world-model takecover   # shipped dream only
+    python -m recipes.pipeline --game takecover --preset quick [--out runs/takecover-quick] [--device auto]
+    python -m recipes.pipeline --game takecover --preset quick --world-model takecover   # shipped dream only
 
 Each stage is a function of the run's :class:`Context` that skips or resumes from its own outputs, so a
 killed pipeline is finished by rerunning the same command. Presets: ``quick`` is a smoke-scale demo
 sized for TakeCover on 2 CPU cores (about 15 minutes end to end on an idle machine); ``paper`` uses the
 paper's data and model sizes (hours on a GPU, days on 2 cores) and ends with the paper's temperature
-sweep (:mod:`agents.temperature_sweep`, its table and plot). Output folders under ``--out``::
+sweep (:mod:`recipes.temperature_sweep`, its table and plot). Output folders under ``--out``::
 
     episodes/  vae/  latents/  mdnrnn/  world_model/  controller/  evaluation.json  [sweep/]
 
@@ -22,10 +22,10 @@ added up in ``timings.json``.
 The controller is trained with CMA-ES only inside the dream (``dreamgym/<Game>Dream-v0``) and then
 scored in the real game through the latent wrapper (``dreamgym/<Game>Latent-v0``); the evaluate stage's last
 line is that real-game score. ``--trainer dagger`` trains it instead by DAgger with the game's scripted expert
-in the real game (:mod:`agents.dagger`, into ``dagger/``; CarRacing's shipped controller was made so) and
+in the real game (:mod:`recipes.dagger`, into ``dagger/``; CarRacing's shipped controller was made so) and
 scores its best round the same way::
 
-    python -m training.pipeline --game carracing --preset quick --world-model carracing --trainer dagger
+    python -m recipes.pipeline --game carracing --preset quick --world-model carracing --trainer dagger
 """
 
 from __future__ import annotations
@@ -37,22 +37,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from agents.cmaes import train as train_controller
-from agents.dagger import DaggerArgs, DaggerRun
-from agents.dagger import validate_args as validate_dagger_args
-from agents.evaluate import REAL_SEEDS, EvalArgs, evaluate
-from agents.temperature_sweep import SweepArgs, tau_dir
-from agents.temperature_sweep import sweep as temperature_sweep
-from agents.temperature_sweep import train_args as sweep_train_args
 from dreamgym.checkpoint import load_json, save_json
+from dreamgym.cli_args import Count, NonNegative, Positive, parse_args
 from dreamgym.envs.registration import latent_id
 from dreamgym.games import get_game
-from training.bundle import BundleArgs, build_bundle
-from training.cli import Count, NonNegative, Positive, parse_args
-from training.collect import CollectArgs, collect
-from training.encode import EncodeArgs, encode
-from training.mdnrnn import MDNRNNArgs, train_mdnrnn
-from training.vae import VAEArgs, train_vae
+
+from .dagger import DaggerArgs, DaggerRun
+from .dagger import validate_args as validate_dagger_args
+from .stages import bundle, cmaes, collect, encode, evaluate, mdnrnn, vae
+from .temperature_sweep import SweepArgs, tau_dir
+from .temperature_sweep import sweep as temperature_sweep
+from .temperature_sweep import train_args as sweep_train_args
 
 # The settings of CarRacing's shipped controller (docs/carracing.md: braking expert, a hidden layer for steering and
 # brake, 300 episodes a round), started from 300 demonstrations instead of the 3,300 relabelled episodes it had; this
@@ -128,7 +123,7 @@ PRESETS: dict[str, Preset] = {
     # Round 0 of the shipped TakeCover world model (docs/takecover.md): the paper's model sizes, data and steps cut
     # to one session on 2 AVX2 CPU cores (V trains at ~235 images/s there): V 4,000 steps (~0.65 epoch) at a 5x
     # higher learning rate, M 20 epochs of 1,900 episodes. Its controller stage was not the one measured: the
-    # shipped controllers came from agents.temperature_sweep (50 and 30 generations of 32 x 16).
+    # shipped controllers came from recipes.temperature_sweep (50 and 30 generations of 32 x 16).
     "session": Preset(
         episodes=2000,
         vae_epochs=1,
@@ -227,7 +222,7 @@ class PipelineArgs:
     """controller input: zh, zch or z (default: the paper's for the game, zch for TakeCover, zh for CarRacing)"""
     trainer: str = "cmaes"
     """how the controller stage trains C: cmaes (CMA-ES inside the dream, the paper's) or dagger (imitation of
-    the game's scripted expert in the real game, agents.dagger; the preset's dagger sizes)"""
+    the game's scripted expert in the real game, recipes.dagger; the preset's dagger sizes)"""
     world_model: str | None = None
     """train the controller in this bundle (a folder, or a shipped name such as takecover) and skip the stages
     that build one (collect, vae, encode, mdnrnn, bundle)"""
@@ -324,15 +319,14 @@ class Context:
 
 def run_collect(ctx: Context) -> None:
     a = ctx.args
-    collect(
-        CollectArgs(game=a.game, episodes=ctx.preset.episodes, workers=a.workers, out=str(ctx.episodes), seed=a.seed)
-    )
+    collect.collect(collect.CollectArgs(game=a.game, episodes=ctx.preset.episodes, workers=a.workers,
+                                        out=str(ctx.episodes), seed=a.seed))  # fmt: skip
 
 
 def run_vae(ctx: Context) -> None:
     a, p = ctx.args, ctx.preset
-    train_vae(
-        VAEArgs(
+    vae.train_vae(
+        vae.VAEArgs(
             out=str(ctx.vae),
             device=a.device,
             threads=a.threads,
@@ -349,8 +343,8 @@ def run_vae(ctx: Context) -> None:
 
 def run_encode(ctx: Context) -> None:
     a = ctx.args
-    encode(
-        EncodeArgs(
+    encode.encode(
+        encode.EncodeArgs(
             vae=str(ctx.vae), episodes=str(ctx.episodes), out=str(ctx.latents), device=a.device, threads=a.threads
         )
     )
@@ -358,8 +352,8 @@ def run_encode(ctx: Context) -> None:
 
 def run_mdnrnn(ctx: Context) -> None:
     a, p = ctx.args, ctx.preset
-    train_mdnrnn(
-        MDNRNNArgs(
+    mdnrnn.train_mdnrnn(
+        mdnrnn.MDNRNNArgs(
             out=str(ctx.mdnrnn),
             device=a.device,
             threads=a.threads,
@@ -375,8 +369,8 @@ def run_mdnrnn(ctx: Context) -> None:
 
 
 def run_bundle(ctx: Context) -> None:
-    build_bundle(
-        BundleArgs(
+    bundle.build_bundle(
+        bundle.BundleArgs(
             vae=str(ctx.vae),
             mdnrnn=str(ctx.mdnrnn),
             latents=str(ctx.latents),
@@ -393,13 +387,13 @@ def run_controller(ctx: Context) -> None:
         DaggerRun(ctx.dagger_args()).run()
         return
     # the sweep's own settings, so that with a sweep this is exactly its run at ctx.temperature
-    train_controller(sweep_train_args(ctx.sweep_args(), ctx.args.game, ctx.temperature, ctx.controller))
+    cmaes.train(sweep_train_args(ctx.sweep_args(), ctx.args.game, ctx.temperature, ctx.controller))
 
 
 def run_evaluate(ctx: Context) -> None:
     a = ctx.args
-    report = evaluate(
-        EvalArgs(
+    report = evaluate.evaluate(
+        evaluate.EvalArgs(
             env=latent_id(a.game),
             world_model=str(ctx.world_model),
             obs_mode=ctx.obs_mode,
@@ -408,7 +402,7 @@ def run_evaluate(ctx: Context) -> None:
             workers=a.workers,
             controller=str(ctx.trained_controller),
             episodes=ctx.preset.eval_episodes,
-            seed=REAL_SEEDS + a.seed,
+            seed=evaluate.REAL_SEEDS + a.seed,
             out=str(ctx.out / "evaluation.json"),
         )
     )

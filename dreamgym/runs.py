@@ -1,0 +1,64 @@
+"""Run helpers every script shares: CPU threads, seeded generators and modules, and a run folder's args.json.
+
+They live in the library so that world-model stages (``training``), controller scripts (``agents``) and the
+recipes that chain them share one implementation without importing each other.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from dreamgym.checkpoint import load_json, save_json
+
+ARGS_FILE = "args.json"
+
+# Settings that may change between a run and its resume without changing its result.
+VOLATILE_ARGS = frozenset({"device", "threads", "checkpoint_minutes", "checkpoint_steps", "log_every"})
+
+
+def set_threads(threads: int | None) -> None:
+    """Sets torch's CPU threads (``None``: leave torch's own choice)."""
+    if threads is not None:
+        if threads < 1:
+            raise ValueError(f"threads must be >= 1, got {threads}")
+        torch.set_num_threads(threads)
+
+
+def seeded_module(build: Callable[[], torch.nn.Module], seed: int) -> torch.nn.Module:
+    """Builds a module whose initial weights depend only on ``seed``, leaving torch's global RNG untouched."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return build()
+
+
+def numpy_rng(*keys: int) -> np.random.Generator:
+    """A generator determined by ``keys`` (e.g. seed, epoch): data order never depends on run history."""
+    return np.random.default_rng(np.random.SeedSequence(list(keys)))
+
+
+def torch_generator(device: torch.device, *keys: int) -> torch.Generator:
+    """A torch generator on ``device`` seeded from ``keys``."""
+    seed = int(np.random.SeedSequence(list(keys)).generate_state(1, np.uint64)[0] >> 1)
+    return torch.Generator(device=device).manual_seed(seed)
+
+
+def check_args(out: Path, args: Any, volatile: frozenset[str] = VOLATILE_ARGS) -> None:
+    """Records ``args`` in a new run folder, or checks a resumed run has the same result-defining settings
+    (all but ``volatile``, the ones that may change between starts)."""
+    current = {k: v for k, v in dataclasses.asdict(args).items() if k not in volatile}
+    path = out / ARGS_FILE
+    if path.is_file():
+        saved = {k: v for k, v in load_json(path).items() if k not in volatile}
+        diff = {k: (saved[k], current[k]) for k in saved.keys() & current.keys() if saved[k] != current[k]}
+        if diff:
+            changes = ", ".join(f"{k}: run has {a!r}, command has {b!r}" for k, (a, b) in sorted(diff.items()))
+            raise ValueError(f"{out} holds a run with other settings ({changes}); resume with the same settings "
+                             "or choose a new --out")  # fmt: skip
+    else:
+        save_json(path, dataclasses.asdict(args))
