@@ -15,15 +15,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from dreamgym.record import VIDEO_SUFFIXES, write_video
 from PIL import Image
 
 from dreamgym.checkpoint import save_json, versions
 from dreamgym.cli_args import Count, NonNegative, parse_args
 from dreamgym.controller import Controller
+from dreamgym.tools.record import VIDEO_SUFFIXES, write_video
 
 from .backends import EnvArgs, backend_name, make_evaluator, make_single_env, parse_env_kwargs
-from .rollout import play_episode
+from .rollout import score_episode
 
 # Episode seeds of the scores this project reports: real games from REAL_SEEDS + k, dreams from DREAM_SEEDS + k,
 # both far from the seeds CMA-ES trains on (derived from (seed, generation)).
@@ -59,7 +59,7 @@ def record_gif(path: str | Path, args: EvalArgs, controller: Controller, seed: i
     env = make_single_env(args, render_mode="rgb_array")
     frames: list[np.ndarray] = []
     try:
-        result = play_episode(env, controller.config, controller.params, seed, frames.append)
+        result = score_episode(env, controller.config, controller.params, seed, frames.append)
         fps = env.metadata.get("render_fps") or 30
     finally:
         env.close()

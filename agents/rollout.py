@@ -5,7 +5,7 @@ e is env ``k = p * E + e`` and is reset with seed ``seed + k`` (the rule Gymnasi
 ``reset(seed=seed)``). :class:`VectorEvaluator` runs a generation of P·E episodes as one VectorEnv of P·E
 envs (a natively batched dream env for dreamgym Dream ids, which stops computing the envs whose episode
 has ended, a ``SyncVectorEnv`` for any other Gymnasium id), computing every action with one einsum;
-:func:`play_episode` is the one-env loop the worker pools run (see :mod:`agents.workers`). dreamgym ids
+:func:`score_episode` is the one-env episode the worker pools run (see :mod:`agents.workers`). dreamgym ids
 are registered by ``import dreamgym``, which importing this package does.
 """
 
@@ -22,6 +22,7 @@ import torch
 from dreamgym.controller import ControllerConfig, population_actions
 from dreamgym.devices import resolve_device
 from dreamgym.envs import DreamVectorEnv
+from dreamgym.episodes import play_episode
 
 
 def derive_seed(*keys: int) -> int:
@@ -122,30 +123,20 @@ def _take_rows(batch: Any, index: np.ndarray) -> Any:
     return batch[torch.as_tensor(index, device=batch.device)] if isinstance(batch, torch.Tensor) else batch[index]
 
 
-def play_episode(
-    env: gym.Env,
-    config: ControllerConfig,
-    params: np.ndarray,
-    seed: int,
-    on_frame: Callable[[np.ndarray], None] | None = None,
-) -> tuple[float, int]:
+def score_episode(env: gym.Env, config: ControllerConfig, params: np.ndarray, seed: int,
+                  on_frame: Callable[[np.ndarray], None] | None = None) -> tuple[float, int]:  # fmt: skip
     """One episode of ``env`` from ``seed`` with flat ``params`` (n,); returns (return, length).
 
     ``on_frame`` receives ``env.render()`` after the reset and after every step (for GIFs).
     """
     flat = torch.as_tensor(np.asarray(params, np.float32))[None]
-    obs, _ = env.reset(seed=int(seed))
-    total, steps, done = 0.0, 0, False
-    while not done:
-        if on_frame is not None:
-            on_frame(env.render())
-        obs, reward, terminated, truncated, _ = env.step(population_actions(config, flat, np.asarray(obs)[None], 1)[0])
-        total += float(reward)
-        steps += 1
-        done = bool(terminated or truncated)
-    if on_frame is not None:
-        on_frame(env.render())
-    return total, steps
+
+    def act(obs: Any) -> Any:
+        return population_actions(config, flat, np.asarray(obs)[None], 1)[0]
+
+    render = None if on_frame is None else (lambda *_: on_frame(env.render()))
+    result = play_episode(env, act, seed, on_step=render, on_reset=render)
+    return result.total_reward, result.steps
 
 
 class Evaluator(Protocol):

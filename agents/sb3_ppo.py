@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -21,6 +22,7 @@ from stable_baselines3 import PPO
 from dreamgym.cli_args import Count, NonNegative, Positive, parse_args
 from dreamgym.envs.registration import dream_id, latent_id
 from dreamgym.envs.sb3 import make_sb3_vec_env
+from dreamgym.episodes import play_episode
 
 
 @dataclass(frozen=True)
@@ -53,16 +55,11 @@ class Args:
 
 def evaluate(model: PPO, env: gym.Env, episodes: int, seed: int) -> np.ndarray:
     """Returns of ``episodes`` deterministic-policy episodes, episode k from ``seed + k``."""
-    returns = np.zeros(episodes)
-    for k in range(episodes):
-        obs, _ = env.reset(seed=seed + k)
-        done = False
-        while not done:
-            action, _ = model.predict(obs, deterministic=True)
-            obs, reward, terminated, truncated, _ = env.step(action)
-            returns[k] += float(reward)
-            done = terminated or truncated
-    return returns
+
+    def act(obs: Any) -> Any:
+        return model.predict(obs, deterministic=True)[0]
+
+    return np.array([play_episode(env, act, seed + k).total_reward for k in range(episodes)])
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -29,7 +29,7 @@ from dreamgym.devices import resolve_device
 from dreamgym.processes import WorkerPool, on_worker_exit
 from dreamgym.ray_pool import RayPool
 
-from .rollout import Scores, env_kwargs_for, episode_seeds, make_env, play_episode
+from .rollout import Scores, env_kwargs_for, episode_seeds, make_env, score_episode
 
 _ENVS: dict[str, gym.Env] = {}
 _TASK: tuple[str, dict[str, Any], ControllerConfig] | None = None
@@ -47,7 +47,7 @@ def run_episode(
     env_id: str, env_kwargs: dict[str, Any], config: ControllerConfig, params: np.ndarray, seed: int
 ) -> tuple[float, int]:
     """The task every backend runs: (return, length) of one episode of ``params`` (n,) from ``seed``."""
-    return play_episode(_cached_env(env_id, env_kwargs), config, params, seed)
+    return score_episode(_cached_env(env_id, env_kwargs), config, params, seed)
 
 
 def _close_envs() -> None:

@@ -43,7 +43,7 @@ from dreamgym.checkpoint import (
     verify_listed,
     versions,
 )
-from dreamgym.games import get_game
+from dreamgym.games import GAME_KEY, get_game
 
 LINEAR_ARCHITECTURE = "dreamgym.LinearController/v1"
 MLP_ARCHITECTURE = "dreamgym.MLPController/v1"
@@ -55,7 +55,6 @@ CONFIG_FILE = "controller.json"
 WEIGHTS_FILE = "controller.safetensors"
 CONTROLLERS_DIR = "controllers"
 """Folder of a shipped game's controllers; the game folder's ``SHA256SUMS`` covers them."""
-GAME_KEY = "dreamgym_game"
 
 # The paper's TakeCover controller has no bias (1,088 parameters); CarRacing's has one (867).
 _PAPER_BIAS = {"takecover": False}

@@ -21,7 +21,7 @@ from dreamgym.data import episode_path, list_episodes, load_episode
 from dreamgym.envs.latent import make_latent_env
 from dreamgym.games import CARRACING, FRAME_SHAPE, MissingGameError, get_game, road_mask
 from dreamgym.locks import LOCK_FILE
-from training.collect import CollectArgs, collect, collect_episode, episode_seed, exploring_spec, play_episode
+from training.collect import CollectArgs, collect, collect_episode, episode_seed, exploring_spec, record_episode
 
 # The parallel run that the interrupted one must reproduce: CarRacing, short episodes, 2 workers.
 RUN = CollectArgs(game="carracing", episodes=6, workers=2, seed=5, max_steps=30)
@@ -37,17 +37,17 @@ def test_episode_seed_is_deterministic_and_distinct() -> None:
 @pytest.mark.parametrize(("game", "max_steps"), [("takecover", 60), ("carracing", 30)])
 def test_episode_is_reproducible_from_its_recorded_seed(real_env, game: str, max_steps: int) -> None:
     spec, env = real_env(game, max_steps)
-    episode = play_episode(spec, env, seed=episode_seed(0, 1, 0))
-    play_episode(spec, env, seed=123)  # the env's state in between must not matter
+    episode = record_episode(spec, env, seed=episode_seed(0, 1, 0))
+    record_episode(spec, env, seed=123)  # the env's state in between must not matter
     _, fresh_env = real_env(game, max_steps)
-    replay = play_episode(spec, fresh_env, episode.seed)
+    replay = record_episode(spec, fresh_env, episode.seed)
     assert episode.frames.shape == (len(episode), *FRAME_SHAPE) and episode.frames.dtype == np.uint8
     assert 0 < len(episode) <= max_steps and episode.game == game
     done = episode.terminated | episode.truncated
     assert done[-1] and not done[:-1].any()
     for name in ("frames", "actions", "rewards", "terminated", "truncated"):
         assert np.array_equal(getattr(replay, name), getattr(episode, name)), name
-    other = play_episode(spec, env, seed=episode_seed(0, 2, 0))
+    other = record_episode(spec, env, seed=episode_seed(0, 2, 0))
     assert not np.array_equal(other.frames[-1], episode.frames[-1])
 
 
@@ -103,7 +103,7 @@ def test_collect_with_two_workers_writes_every_episode(reference_run, real_env) 
         assert all(CARRACING.action_space.contains(a) for a in episode.actions)
     assert len({e.frames[-1].tobytes() for e in episodes}) == RUN.episodes  # each episode its own track
     spec, env = real_env("carracing", RUN.max_steps)
-    assert np.array_equal(play_episode(spec, env, episodes[3].seed).frames, episodes[3].frames)
+    assert np.array_equal(record_episode(spec, env, episodes[3].seed).frames, episodes[3].frames)
 
 
 def test_rerun_of_a_finished_folder_changes_nothing(reference_run) -> None:
@@ -245,12 +245,12 @@ def test_controller_collection_plays_the_perturbed_controller_through_the_world_
     episodes = [load_episode(p) for p in list_episodes(tmp_path / "eps")]
     assert len(episodes) == 3 and all(e.frames.shape[1:] == FRAME_SHAPE and len(e) >= 1 for e in episodes)
     spec, player, make_policy = collect_module.make_player(args)
-    replay = play_episode(spec, player, episodes[1].seed, make_policy)
+    replay = record_episode(spec, player, episodes[1].seed, make_policy)
     assert np.array_equal(replay.frames, episodes[1].frames) and np.array_equal(replay.actions, episodes[1].actions)
     player.close()
 
     _, player, exact = collect_module.make_player(dataclasses.replace(args, param_noise=0.0))
-    played = play_episode(spec, player, 7, exact)
+    played = record_episode(spec, player, 7, exact)
     player.close()
     obs, _ = env.reset(seed=7)
     controller = Controller(config, params)
@@ -320,23 +320,23 @@ def test_carracing_expert_drives_the_track_and_labels_what_it_would_do(tmp_path:
         assert (episode.actions[:, 2] == 0).all()
         assert episode.rewards.sum() > 0  # it reached road tiles
     spec, env, noisy = collect_module.make_player(dataclasses.replace(args, action_noise=0.3))
-    played = play_episode(spec, env, 3, noisy, expert_labels=True)
+    played = record_episode(spec, env, 3, noisy, expert_labels=True)
     assert not np.allclose(played.actions, played.expert_actions)
     assert CARRACING.action_space.contains(played.actions[0])
     assert np.isin(played.expert_actions[:, 1], np.float32([0, 0.3])).all()
-    again = play_episode(spec, env, 3, noisy, expert_labels=True)
+    again = record_episode(spec, env, 3, noisy, expert_labels=True)
     assert np.array_equal(again.actions, played.actions) and np.array_equal(again.expert_actions, played.expert_actions)
     env.close()
 
     latent = make_latent_env("carracing", tiny_bundle("carracing"), obs_mode="zh", max_episode_steps=20)
     config = ControllerConfig.for_env(latent, "dreamgym/CarRacingLatent-v0")
     controller = Controller(config, np.zeros(config.n_params, np.float32))
-    through_m = play_episode(CARRACING, latent, 0, lambda rng: controller.act, expert_labels=True)
+    through_m = record_episode(CARRACING, latent, 0, lambda rng: controller.act, expert_labels=True)
     assert through_m.expert_actions.shape == through_m.actions.shape == (20, 3)
     assert not np.allclose(through_m.actions, through_m.expert_actions)
     for share in (0.0, 0.5, 1.0):  # --expert-share: the expert plays that share of the controller's steps
         mixed = collect_module.expert_mixture(CARRACING, latent, lambda rng: controller.act, share)
-        episode = play_episode(CARRACING, latent, 0, mixed, expert_labels=True)
+        episode = record_episode(CARRACING, latent, 0, mixed, expert_labels=True)
         by_expert = np.all(episode.actions == episode.expert_actions, axis=1)
         assert by_expert.mean() == share if share in (0.0, 1.0) else 0.2 < by_expert.mean() < 0.8
     latent.close()

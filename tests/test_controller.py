@@ -21,7 +21,7 @@ from dreamgym.controller import (
     ControllerConfig,
     population_outputs,
 )
-from dreamgym.shipped import write_checksums
+from dreamgym.pretrained import write_checksums
 from tests.spaces_env import SpacesEnv, game_env
 
 

@@ -26,7 +26,7 @@ from dreamgym.fidelity import (
     spearman,
     teacher_force,
 )
-from dreamgym.model_card import write_model_card
+from dreamgym.tools.model_card import write_model_card
 from dreamgym.world_model import WorldModel
 from tests.test_training import write_episodes
 from training.fidelity import JSON_FILE, PNG_FILE, FidelityArgs, fidelity, main

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from dreamgym.models import MDNRNN, ConvVAE, MDNOutput, MDNRNNConfig, VAEConfig, frames_to_tensor, sample_next_z
-from dreamgym.models.mdnrnn import mixture_nll
+from dreamgym.models import MDNRNN, ConvVAE, MDNOutput, MDNRNNConfig, VAEConfig, frames_to_tensor
+from dreamgym.models.mdnrnn import check_temperature, mixture_nll, sample_mixture
 from dreamgym.world_model import WorldModelConfig
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -148,6 +148,13 @@ def mixture(b: int = 2000) -> MDNOutput:
     return MDNOutput(log_pi, mu, log_sigma, torch.zeros(b), torch.zeros(b))
 
 
+def sample_next_z(out: MDNOutput, temperature: float | torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """z (B, Z) from ``out`` at ``temperature`` (a float or one per env), its randomness drawn from ``generator``."""
+    tau = torch.as_tensor(temperature, dtype=torch.float32).expand(out.log_pi.shape[0])
+    shape = out.log_pi.shape[:-1]
+    return sample_mixture(out, tau, torch.rand(shape, generator=generator), torch.randn(shape, generator=generator))
+
+
 def test_temperature_zero_limit_collapses_to_the_most_likely_mean() -> None:
     z = sample_next_z(mixture(), 1e-6, torch.Generator().manual_seed(0))
     torch.testing.assert_close(z, torch.full_like(z, -2.0), atol=1e-2, rtol=0)
@@ -174,7 +181,7 @@ def test_same_seed_same_samples_and_per_env_temperatures() -> None:
 @pytest.mark.parametrize("bad", [0.0, -1.0, float("nan"), float("inf")])
 def test_invalid_temperature_is_rejected(bad: float) -> None:
     with pytest.raises(ValueError, match="temperature"):
-        sample_next_z(mixture(2), bad)
+        check_temperature(bad)
 
 
 def test_mixture_nll_matches_a_single_gaussian() -> None:

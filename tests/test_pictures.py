@@ -1,4 +1,4 @@
-"""Latent traversals, reconstruction grids, PNG writing (dreamgym.pictures) and the model card using them."""
+"""Latent traversals, reconstruction grids, PNG writing (dreamgym.tools.pictures) and the model card using them."""
 
 from __future__ import annotations
 
@@ -14,9 +14,17 @@ from PIL import Image
 
 from dreamgym.checkpoint import save_json
 from dreamgym.data import Episode, episode_path, save_episode
-from dreamgym.model_card import write_model_card
 from dreamgym.models.vae import ConvVAE, VAEConfig
-from dreamgym.pictures import decode, latent_traversal, rank_dims, reconstruct, reconstruction_grid, save_png, tile
+from dreamgym.tools.model_card import write_model_card
+from dreamgym.tools.pictures import (
+    decode,
+    latent_traversal,
+    rank_dims,
+    reconstruct,
+    reconstruction_grid,
+    save_png,
+    tile,
+)
 
 Z = 6
 
@@ -121,7 +129,7 @@ def test_save_png_round_trips_atomically(tmp_path: Path, vae_one_dim: ConvVAE) -
         save_png(path, image.astype(np.float32))
 
 
-# --- the model card (dreamgym.model_card), which writes these pictures beside a bundle ---------------
+# --- the model card (dreamgym.tools.model_card), which writes these pictures beside a bundle ---------------
 def save_episodes(folder: Path, count: int, steps: int = 5) -> list[Path]:
     rng = np.random.default_rng(0)
     paths = []
@@ -174,7 +182,7 @@ def test_model_card_reads_the_training_runs(tmp_path: Path) -> None:
 
 def test_model_card_script(run_module: Callable[..., Any], tiny_bundle: Callable[..., Path]) -> None:
     bundle = tiny_bundle("carracing")
-    proc = run_module("dreamgym.model_card", "--world-model", str(bundle), "--dims", "2", "--steps", "3")
+    proc = run_module("dreamgym.tools.model_card", "--world-model", str(bundle), "--dims", "2", "--steps", "3")
     assert "MODEL_CARD.md" in proc.stdout
     text = (bundle / "MODEL_CARD.md").read_text()
     assert "Reconstructions: not recorded" in text and "M's reward head" in text

@@ -1,4 +1,4 @@
-"""dreamgym.play: scripted key events -> actions, temperature, restarts; the pygame loop off-screen; the CLI."""
+"""dreamgym.tools.play: scripted key events -> actions, temperature, restarts; the pygame loop off-screen; the CLI."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from conftest import TINY_HIDDEN, TINY_Z, make_tiny_world_model
 os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
 pygame = pytest.importorskip("pygame")
 
-from dreamgym.play import (  # noqa: E402
+from dreamgym.tools.play import (  # noqa: E402
     KEYMAPS,
     DisplayError,
     PlaySession,
@@ -220,6 +220,6 @@ def test_ids_and_obs_modes() -> None:
 
 
 def test_headless_script(run_module: Callable[..., Any], tiny_bundle: Callable[..., Path]) -> None:
-    proc = run_module("dreamgym.play", "--env", TAKECOVER_DREAM, "--world-model", str(tiny_bundle()),
+    proc = run_module("dreamgym.tools.play", "--env", TAKECOVER_DREAM, "--world-model", str(tiny_bundle()),
                       "--headless-steps", "10", "--seed", "0")  # fmt: skip
     assert "play: 10 steps" in proc.stdout

@@ -17,7 +17,7 @@ from agents.evaluate import REAL_SEEDS, EvalArgs, evaluate
 from dreamgym.checkpoint import CheckpointError
 from dreamgym.controller import Controller
 from dreamgym.envs.registration import latent_id
-from dreamgym.shipped import shipped_controller, shipped_controller_dir, shipped_game_dir, verify_checksums
+from dreamgym.pretrained import shipped_controller, shipped_controller_dir, shipped_game_dir, verify_checksums
 from dreamgym.world_model import WEIGHTS_FILE, WorldModel
 
 SHIPPED_GAMES = ["takecover", "carracing"]

@@ -1,4 +1,4 @@
-"""dreamgym.record: the dream replays the real episode's actions from its first latent; videos read back."""
+"""dreamgym.tools.record: the dream replays the real episode's actions from its first latent; videos read back."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from conftest import TINY_Z, make_tiny_world_model
 
 from dreamgym.controller import Controller, ControllerConfig
 from dreamgym.envs import DreamEnv
-from dreamgym.record import (
+from dreamgym.tools.record import (
     HEADER,
     compose,
     make_recording_env,
@@ -96,15 +96,15 @@ def test_write_video_reads_back(tmp_path: Path, suffix: str) -> None:
 
 def test_real_rollout_keeps_frames_latents_and_actions() -> None:
     model = make_tiny_world_model()
-    env, tap = make_recording_env(model, steps=4, obs_mode="zh", z_mode="mean")
+    env = make_recording_env(model, steps=4, obs_mode="zh", z_mode="mean")
     seen: list[Any] = []
 
-    def policy(obs: np.ndarray, frame: np.ndarray) -> int:
-        seen.append(frame)
+    def policy(obs: np.ndarray) -> int:
+        seen.append(env.frame)
         return 2
 
     try:
-        rollout = roll_real(env, tap, policy, seed=0)
+        rollout = roll_real(env, policy, seed=0)
     finally:
         env.close()
     assert rollout.frames.shape == (5, 64, 64, 3) and rollout.z.shape == (5, TINY_Z) and rollout.actions == [2] * 4
@@ -126,7 +126,8 @@ def test_record_script_with_a_controller(run_module: Callable[..., Any], tmp_pat
     bundle = tiny_bundle()
     env = gym.make("dreamgym/TakeCoverDream-v0", world_model=str(bundle), obs_mode="zch")
     Controller(ControllerConfig.for_env(env)).save(tmp_path / "controller")
-    proc = run_module("dreamgym.record", "--world-model", str(bundle), "--controller", str(tmp_path / "controller"),
-                      "--out", str(tmp_path / "out.gif"), "--steps", "3", "--scale", "1")  # fmt: skip
+    proc = run_module("dreamgym.tools.record", "--world-model", str(bundle), "--controller",
+                      str(tmp_path / "controller"), "--out", str(tmp_path / "out.gif"),
+                      "--steps", "3", "--scale", "1")  # fmt: skip
     assert "4 frames" in proc.stdout
     assert read_video(tmp_path / "out.gif").shape[:3] == (4, HEADER + 64, 3 * 64)

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from dreamgym.data import ShardError, list_episodes, load_arrays, load_episode, save_arrays, update_arrays
-from dreamgym.games import CARRACING, TrackExpert, with_expert_settings
+from dreamgym.experts import TrackExpert, with_expert_settings
+from dreamgym.games import CARRACING
 from training.collect import CollectArgs, collect
 from training.relabel import RelabelArgs, relabel, replay_labels
 

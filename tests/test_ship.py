@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import dreamgym  # noqa: F401  (registers the ids)
-from dreamgym import shipped
+from dreamgym import pretrained
 from dreamgym.controller import Controller, ControllerConfig
 from dreamgym.world_model import WorldModel
 from training.ship import ShipArgs, parse_controllers, rounding_error, ship
@@ -40,7 +40,7 @@ def shipped_folder(tiny_bundle: Callable[..., Path], tmp_path: Path) -> Path:
 
 
 def test_shipped_folder_loads_and_matches_its_checksums(shipped_folder: Path, tiny_bundle) -> None:
-    assert shipped.verify_checksums(shipped_folder) == []
+    assert pretrained.verify_checksums(shipped_folder) == []
     assert (shipped_folder / "MODEL_CARD.md").is_file() and (shipped_folder / "traversal.png").is_file()
     assert (shipped_folder / "controllers" / "alpha" / "evaluation_real.json").is_file()
     card = (shipped_folder / "MODEL_CARD.md").read_text()
@@ -57,16 +57,16 @@ def test_shipped_folder_loads_and_matches_its_checksums(shipped_folder: Path, ti
 
 
 def test_shipped_controllers_by_name(shipped_folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(shipped, "PRETRAINED_DIR", shipped_folder.parent)
-    assert shipped.shipped_controller_names("takecover") == ["alpha", "beta"]
+    monkeypatch.setattr(pretrained, "PRETRAINED_DIR", shipped_folder.parent)
+    assert pretrained.shipped_controller_names("takecover") == ["alpha", "beta"]
     env = gym.make("dreamgym/TakeCoverDream-v0", world_model=str(shipped_folder))
-    default = shipped.shipped_controller("takecover", env=env)
+    default = pretrained.shipped_controller("takecover", env=env)
     beta = Controller.load(shipped_folder / "controllers" / "beta")
     assert (default.params == beta.params).all()
     with pytest.raises(FileNotFoundError, match="ships no controller 'gamma'.*alpha"):
-        shipped.shipped_controller("takecover", "gamma")
+        pretrained.shipped_controller("takecover", "gamma")
     with pytest.raises(FileNotFoundError, match="no shipped files for game 'carracing'"):
-        shipped.shipped_controller("carracing")
+        pretrained.shipped_controller("carracing")
 
 
 def test_checksums_catch_changed_missing_and_extra_files(shipped_folder: Path) -> None:
@@ -74,17 +74,17 @@ def test_checksums_catch_changed_missing_and_extra_files(shipped_folder: Path) -
     weights.write_bytes(weights.read_bytes()[:-1] + b"\x00")
     (shipped_folder / "traversal.png").unlink()
     (shipped_folder / "stray.txt").write_text("x")
-    problems = shipped.verify_checksums(shipped_folder)
+    problems = pretrained.verify_checksums(shipped_folder)
     assert problems == ["traversal.png: missing", "stray.txt: not in SHA256SUMS", "model.safetensors: checksum differs"]
 
 
 def test_reshipping_replaces_the_folder_and_a_failed_ship_keeps_it(shipped_folder: Path, tiny_bundle) -> None:
-    before = (shipped_folder / shipped.CHECKSUM_FILE).read_text()
+    before = (shipped_folder / pretrained.CHECKSUM_FILE).read_text()
     with pytest.raises(ValueError, match="not among --controllers"):
         ship(ShipArgs(world_model=str(tiny_bundle("takecover")), controllers="", default="x", dest=str(shipped_folder)))
-    assert (shipped_folder / shipped.CHECKSUM_FILE).read_text() == before
+    assert (shipped_folder / pretrained.CHECKSUM_FILE).read_text() == before
     ship(ShipArgs(world_model=str(tiny_bundle("takecover", seed=1)), dest=str(shipped_folder)))
-    assert not (shipped_folder / "controllers").exists() and shipped.verify_checksums(shipped_folder) == []
+    assert not (shipped_folder / "controllers").exists() and pretrained.verify_checksums(shipped_folder) == []
     assert not list(shipped_folder.parent.glob(".takecover*"))
 
 
@@ -99,7 +99,7 @@ def test_reshipping_controllers_onto_the_shipped_bundle_keeps_its_files(shipped_
     assert card.startswith(card_head) and "`gamma` (default)" in card and "`alpha`" not in card
     assert card.count("## Shipped controllers") == 1 and not (shipped_folder / "look.gif").exists()
     assert sorted(p.name for p in (shipped_folder / "controllers").iterdir()) == ["DEFAULT", "gamma"]
-    assert shipped.verify_checksums(shipped_folder) == []
+    assert pretrained.verify_checksums(shipped_folder) == []
 
 
 def test_parse_controllers_rejects_malformed_pairs() -> None:

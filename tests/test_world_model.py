@@ -12,7 +12,7 @@ from conftest import make_tiny_world_model
 from safetensors.torch import load_file, save_file
 
 from dreamgym.checkpoint import CHECKSUM_FILE, CheckpointError
-from dreamgym.shipped import write_checksums
+from dreamgym.pretrained import write_checksums
 from dreamgym.world_model import CONFIG_FILE, WEIGHTS_FILE, WorldModel, WorldModelConfig
 
 

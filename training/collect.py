@@ -39,7 +39,9 @@ from dreamgym.cli_args import Count, NonNegative, NonNegativeFloat, Probability,
 from dreamgym.controller import Controller
 from dreamgym.data import Episode, episode_path, list_episodes, remove_stale_temps, save_episode
 from dreamgym.envs.latent import LatentObservation, make_latent_env
-from dreamgym.games import GameSpec, get_game, with_expert_settings
+from dreamgym.episodes import play_episode
+from dreamgym.experts import with_expert_settings
+from dreamgym.games import GameSpec, get_game
 from dreamgym.locks import exit_if_busy, folder_lock
 from dreamgym.processes import map_on_workers, on_worker_exit
 from dreamgym.ray_pool import RayPool
@@ -148,30 +150,31 @@ def require_expert(spec: GameSpec) -> Callable[[gym.Env], np.ndarray]:
     return spec.expert
 
 
-def play_episode(spec: GameSpec, env: gym.Env, seed: int,
-                 make_policy: Callable[[np.random.Generator], Policy] | None = None,
-                 expert_labels: bool = False) -> Episode:  # fmt: skip
-    """Plays one episode of ``env`` from ``seed``: the spec's raw real env with its exploration policy (default),
-    or the game seen through a world model (:class:`LatentObservation`) with a policy of latent observations;
-    with ``expert_labels`` the spec's expert's action in every state is recorded too."""
+def record_episode(spec: GameSpec, env: gym.Env, seed: int,
+                   make_policy: Callable[[np.random.Generator], Policy] | None = None,
+                   expert_labels: bool = False) -> Episode:  # fmt: skip
+    """Plays one episode of ``env`` from ``seed`` and keeps it: the spec's raw real env with its exploration policy
+    (default), or the game seen through a world model (:class:`LatentObservation`) with a policy of latent
+    observations; with ``expert_labels`` the spec's expert's action in every state is recorded too."""
     latent = isinstance(env, LatentObservation)
     policy = (make_policy or exploration_policy(spec))(np.random.default_rng(seed))
     expert = require_expert(spec) if expert_labels else None
-    obs, _ = env.reset(seed=seed)
     frames, actions, rewards, terminated, truncated, labels = [], [], [], [], [], []
-    done = False
-    while not done:
-        frame = env.frame if latent else spec.to_frame(obs)
+
+    def act(obs: Any) -> Any:  # keeps the state acted in, then the spec's action
+        frames.append(env.frame if latent else spec.to_frame(obs))
         if expert is not None:
             labels.append(expert(env))
         action = policy(obs)
-        obs, reward, term, trunc, _ = env.step(action if latent else spec.to_game_action(action))
-        frames.append(frame)
         actions.append(action)
+        return action if latent else spec.to_game_action(action)
+
+    def keep(t: int, obs: Any, action: Any, reward: float, term: bool, trunc: bool, info: dict[str, Any]) -> None:
         rewards.append(reward)
         terminated.append(term)
         truncated.append(trunc)
-        done = term or trunc
+
+    play_episode(env, act, seed, on_step=keep)
     return Episode(
         frames=np.stack(frames),
         actions=np.asarray(actions),
@@ -190,7 +193,7 @@ def collect_episode(spec: GameSpec, env: gym.Env, base_seed: int, index: int, mi
     """Episode ``index``: the first attempt at least ``min_steps`` long."""
     attempt = 0
     while True:
-        episode = play_episode(spec, env, episode_seed(base_seed, index, attempt), make_policy, expert_labels)
+        episode = record_episode(spec, env, episode_seed(base_seed, index, attempt), make_policy, expert_labels)
         if len(episode) >= min_steps:
             return episode
         attempt += 1

@@ -20,6 +20,7 @@ import time
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -27,7 +28,9 @@ from tqdm import tqdm
 
 from dreamgym.cli_args import Count, parse_args
 from dreamgym.data import ShardError, list_episodes, load_arrays, update_arrays
-from dreamgym.games import GameSpec, get_game, with_expert_settings
+from dreamgym.episodes import play_episode
+from dreamgym.experts import with_expert_settings
+from dreamgym.games import GameSpec, get_game
 from dreamgym.locks import exit_if_busy, folder_lock
 from dreamgym.processes import map_on_workers, on_worker_exit
 
@@ -55,14 +58,18 @@ def replay_labels(spec: GameSpec, env: gym.Env, seed: int, actions: np.ndarray, 
     Raises ValueError if a step's reward differs from ``rewards`` (the episode does not replay).
     """
     expert = require_expert(spec)
-    env.reset(seed=seed)
     labels = []
-    for t, action in enumerate(actions):
+
+    def replay(obs: Any) -> Any:  # the expert's label for this state, then the recorded action
         labels.append(expert(env))
-        _, reward, terminated, truncated, _ = env.step(spec.to_game_action(action))
+        return spec.to_game_action(actions[len(labels) - 1])
+
+    def check(t: int, obs: Any, action: Any, reward: float, terminated: bool, truncated: bool, info: dict) -> None:
         if not np.isclose(reward, rewards[t], atol=1e-4) or ((terminated or truncated) and t < len(actions) - 1):
             raise ValueError(f"step {t}: the replay got reward {reward:.4f} (episode over: "
                              f"{terminated or truncated}), the recording {rewards[t]:.4f}")  # fmt: skip
+
+    play_episode(env, replay, seed, on_step=check, max_steps=len(actions))
     return np.asarray(labels, dtype=np.float32)
 
 

@@ -3,7 +3,7 @@
     python -m training.ship --world-model runs/takecover/world_model \
         --controllers tau1.15=runs/takecover/cmaes/tau1.15/mean --default tau1.15
 
-Writes ``dreamgym/pretrained/<game>/`` (see :mod:`dreamgym.shipped`): the bundle with fp16 weights (they
+Writes ``dreamgym/pretrained/<game>/`` (see :mod:`dreamgym.pretrained`): the bundle with fp16 weights (they
 load as float32; the fp16 rounding error is measured on a dream rollout and recorded in the bundle's
 provenance), its model card and pictures, each controller with its ``evaluation.json`` files, and
 ``SHA256SUMS``. The folder is assembled beside the target and renamed onto it, so a failed run leaves
@@ -29,11 +29,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from dreamgym.model_card import CARD_FILE, RECONSTRUCTIONS_FILE, TRAVERSAL_FILE, write_model_card
-from dreamgym.shipped import CONTROLLERS_DIR, DEFAULT_FILE, write_checksums
 
 from dreamgym.cli_args import parse_args
 from dreamgym.controller import Controller
+from dreamgym.pretrained import CONTROLLERS_DIR, DEFAULT_FILE, write_checksums
+from dreamgym.tools.model_card import CARD_FILE, RECONSTRUCTIONS_FILE, TRAVERSAL_FILE, write_model_card
 from dreamgym.world_model import CONFIG_FILE, PRETRAINED_DIR, WEIGHTS_FILE, WorldModel, resolve_bundle
 
 CONTROLLERS_HEADING = "\n## Shipped controllers\n"
@@ -112,7 +112,7 @@ def controllers_section(staging: Path, game: str, names: list[str], default: str
         lines.append("None.")
     for name in names:
         lines.append(f"- `{name}`{' (default)' if name == default else ''}: "
-                     f"`dreamgym.shipped.shipped_controller(\"{game}\", \"{name}\")`")  # fmt: skip
+                     f"`dreamgym.pretrained.shipped_controller(\"{game}\", \"{name}\")`")  # fmt: skip
         for report in sorted((staging / CONTROLLERS_DIR / name).glob("evaluation*.json")):
             r = json.loads(report.read_text())
             lines.append(f"  - {r['env']} {json.dumps(r.get('env_kwargs', {}))}: {r['mean']:.1f} ± {r['std']:.1f} "

@@ -35,7 +35,7 @@ import torch
 
 from dreamgym.devices import resolve_device
 from dreamgym.envs.rng import CounterRNG, box_muller, check_seed, seed_keys
-from dreamgym.games import GameSpec, get_game
+from dreamgym.games import GAME_KEY, GameSpec, get_game
 from dreamgym.models.mdnrnn import FusedStep, check_temperature, sample_from_logits
 from dreamgym.models.vae import tensor_to_frames
 from dreamgym.world_model import WorldModel
@@ -44,7 +44,6 @@ ObsMode = Literal["zh", "zch", "z"]
 DoneMode = Literal["sample", "threshold"]
 OBS_MODES = ("zh", "zch", "z")
 DONE_MODES = ("sample", "threshold")
-GAME_KEY = "dreamgym_game"
 # Dream temperature by game: the paper's TakeCover tau; 1.0 (M's own distribution) otherwise.
 
 

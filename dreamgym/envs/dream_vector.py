@@ -22,7 +22,6 @@ from gymnasium.vector.utils import batch_space
 
 from dreamgym.devices import resolve_device
 from dreamgym.envs.dream import (
-    GAME_KEY,
     ActionChecker,
     DoneMode,
     DreamCore,
@@ -32,6 +31,7 @@ from dreamgym.envs.dream import (
     observation_space,
 )  # fmt: skip
 from dreamgym.envs.rng import check_seed
+from dreamgym.games import GAME_KEY
 from dreamgym.world_model import WorldModel
 
 Seeds = int | Sequence[int | None] | None

@@ -20,7 +20,6 @@ from torch.nn import functional as F
 
 from dreamgym.devices import resolve_device
 from dreamgym.envs.dream import (
-    GAME_KEY,
     ActionChecker,
     ObsMode,
     check_obs_mode,
@@ -29,7 +28,7 @@ from dreamgym.envs.dream import (
     observation_space,
 )  # fmt: skip
 from dreamgym.envs.rng import check_seed
-from dreamgym.games import get_game
+from dreamgym.games import GAME_KEY, get_game
 from dreamgym.models.vae import frames_to_tensor, tensor_to_frames
 from dreamgym.world_model import WorldModel
 

@@ -25,10 +25,10 @@ from gymnasium.vector import AsyncVectorEnv, AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
 from dreamgym.devices import resolve_device
-from dreamgym.envs.dream import GAME_KEY, ActionChecker, ObsMode, load_world_model, observation_space
+from dreamgym.envs.dream import ActionChecker, ObsMode, load_world_model, observation_space
 from dreamgym.envs.latent import LatentCore, ZMode
 from dreamgym.envs.rng import check_seed
-from dreamgym.games import FRAME_SHAPE, get_game
+from dreamgym.games import FRAME_SHAPE, GAME_KEY, get_game
 from dreamgym.world_model import WorldModel
 
 Seeds = int | Sequence[int | None] | None

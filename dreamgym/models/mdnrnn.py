@@ -311,21 +311,3 @@ def sample_from_logits(
     chosen_mu = mu.gather(-1, k).squeeze(-1)
     sigma = log_sigma.gather(-1, k).squeeze(-1).exp_()
     return torch.addcmul(chosen_mu, sigma, noise * temperature.sqrt().unsqueeze(-1))
-
-
-def sample_next_z(
-    out: MDNOutput, temperature: float | torch.Tensor, generator: torch.Generator | None = None
-) -> torch.Tensor:
-    """Samples z (B, Z) from the mixtures of ``out`` (B, Z, K) at a temperature, drawing from ``generator``.
-
-    Mixture logits are divided by tau and the Gaussian noise is scaled by sqrt(tau): tau -> 0 gives the
-    mean of the most likely component, larger tau a wider spread. ``temperature`` is a float or a (B,)
-    tensor (one per env).
-    """
-    check_temperature(temperature)
-    log_pi = out.log_pi
-    tau = torch.as_tensor(temperature, dtype=log_pi.dtype, device=log_pi.device).expand(log_pi.shape[0])
-    shape = log_pi.shape[:-1]
-    uniform = torch.rand(shape, generator=generator, device=log_pi.device, dtype=log_pi.dtype)
-    noise = torch.randn(shape, generator=generator, device=log_pi.device, dtype=log_pi.dtype)
-    return sample_mixture(out, tau, uniform, noise)

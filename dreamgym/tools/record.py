@@ -1,6 +1,6 @@
 """Dream vs reality on video: the real game (left), V's reconstruction (middle), the dream (right).
 
-    python -m dreamgym.record --world-model runs/takecover/world_model --out takecover.mp4 \
+    python -m dreamgym.tools.record --world-model runs/takecover/world_model --out takecover.mp4 \
         [--controller runs/takecover/controller] [--steps 300] [--seed 0]
 
 The controller (or, without one, the game's random exploration policy) plays the real game through the
@@ -15,48 +15,27 @@ from __future__ import annotations
 
 import argparse
 import os
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import gymnasium as gym
 import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
+from dreamgym.controller import Controller
 from dreamgym.data import atomic_write
 from dreamgym.devices import resolve_device
 from dreamgym.envs.dream import DreamEnv, ObsMode
 from dreamgym.envs.latent import LatentObservation, ZMode, upscale
-from dreamgym.pictures import decode
-from dreamgym.play import load_controller, obs_mode_for
+from dreamgym.episodes import Policy, play_episode
+from dreamgym.tools.pictures import decode
+from dreamgym.tools.play import obs_mode_for
 from dreamgym.world_model import WorldModel
 
 HEADER = 16  # pixels of label strip above the panels (a multiple of 16 keeps H.264 sizes exact)
 VIDEO_SUFFIXES = (".mp4", ".gif")
-
-Policy = Callable[[np.ndarray, np.ndarray], Any]
-"""(latent observation (D,), real frame (64, 64, 3) uint8) -> action of the game spec's action space."""
-
-
-class FrameTap(gym.Wrapper):
-    """Keeps ``to_frame`` of the real game's last observation in ``frame`` (64, 64, 3) uint8."""
-
-    def __init__(self, env: gym.Env, to_frame: Callable[[Any], np.ndarray]) -> None:
-        super().__init__(env)
-        self.to_frame = to_frame
-        self.frame: np.ndarray | None = None
-
-    def reset(self, **kwargs: Any) -> tuple[Any, dict]:
-        obs, info = self.env.reset(**kwargs)
-        self.frame = self.to_frame(obs)
-        return obs, info
-
-    def step(self, action: Any) -> tuple[Any, Any, bool, bool, dict]:
-        obs, reward, terminated, truncated, info = self.env.step(action)
-        self.frame = self.to_frame(obs)
-        return obs, reward, terminated, truncated, info
 
 
 @dataclass(frozen=True)
@@ -70,28 +49,30 @@ class RealRollout:
 
 
 def make_recording_env(model: WorldModel, steps: int, obs_mode: ObsMode = "zh", z_mode: ZMode = "mean"
-                       ) -> tuple[LatentObservation, FrameTap]:  # fmt: skip
-    """The real game capped at ``steps``, seen through the latent wrapper, and the tap holding its frames."""
+                       ) -> LatentObservation:  # fmt: skip
+    """The real game capped at ``steps``, seen through the latent wrapper (whose ``frame`` is the real one)."""
     spec = model.game
-    tap = FrameTap(spec.make_real_env(steps), spec.to_frame)
-    env = LatentObservation(tap, model, game=spec.name, obs_mode=obs_mode, device=model.device, z_mode=z_mode)
-    return env, tap
+    return LatentObservation(spec.make_real_env(steps), model, game=spec.name, obs_mode=obs_mode, device=model.device,
+                             z_mode=z_mode)  # fmt: skip
 
 
-def roll_real(env: LatentObservation, tap: FrameTap, policy: Policy, seed: int) -> RealRollout:
-    """Plays one real episode (until it ends or hits the env's cap)."""
+def roll_real(env: LatentObservation, policy: Policy, seed: int) -> RealRollout:
+    """Plays one real episode (until it ends or hits the env's cap), keeping every frame and latent."""
     z_size = env.model.config.mdnrnn.z_size
-    obs, _ = env.reset(seed=seed)
-    assert tap.frame is not None  # the tap keeps every observation from reset on
-    frames, zs, actions = [tap.frame], [obs[:z_size]], []
-    while True:
-        action = policy(obs, tap.frame)
-        obs, _, terminated, truncated, _ = env.step(action)
-        frames.append(tap.frame)
+    frames: list[np.ndarray] = []
+    zs: list[np.ndarray] = []
+    actions: list[Any] = []
+
+    def keep(obs: np.ndarray, *_: Any) -> None:
+        frames.append(env.frame)
         zs.append(obs[:z_size])
+
+    def keep_step(t: int, obs: np.ndarray, action: Any, *_: Any) -> None:
+        keep(obs)
         actions.append(action)
-        if terminated or truncated:
-            return RealRollout(np.stack(frames), np.stack(zs), actions)
+
+    play_episode(env, policy, seed, on_step=keep_step, on_reset=keep)
+    return RealRollout(np.stack(frames), np.stack(zs), actions)
 
 
 def start_dream_at(env: DreamEnv, z0: np.ndarray) -> np.ndarray:
@@ -236,17 +217,17 @@ def record(world_model: str | os.PathLike | WorldModel, out: str | os.PathLike,
         raise ValueError(f"steps and scale must be >= 1, got {steps} and {scale}")
     model = world_model if isinstance(world_model, WorldModel) else WorldModel.load(world_model, resolve_device(device))
     spec = model.game
-    agent = load_controller(controller) if controller is not None else None
+    agent = Controller.load(controller) if controller is not None else None
     obs_mode = obs_mode_for(model, agent.config.obs_dim) if agent is not None else "zh"
-    env, tap = make_recording_env(model, steps, obs_mode, z_mode)
+    env = make_recording_env(model, steps, obs_mode, z_mode)
     try:
         if agent is not None:
             agent.config.check_env(env, f"controller {controller}")
-            policy: Policy = lambda obs, frame: agent.act(obs)  # noqa: E731
+            policy: Policy = agent.act
         else:
             explore = spec.exploration(np.random.default_rng(seed))
-            policy = lambda obs, frame: explore(frame)  # noqa: E731
-        real = roll_real(env, tap, policy, seed)
+            policy = lambda obs: explore(env.frame)  # noqa: E731
+        real = roll_real(env, policy, seed)
     finally:
         env.close()
     dream = roll_dream(model, real.z[0], real.actions, seed, temperature)
@@ -271,7 +252,7 @@ class RecordArgs:
 
 
 def parse_args(argv: list[str] | None = None) -> RecordArgs:
-    p = argparse.ArgumentParser(prog="python -m dreamgym.record", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m dreamgym.tools.record", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     p.add_argument("--world-model", required=True, help="bundle folder or shipped name")
     p.add_argument("--out", required=True, help="video file: .mp4 or .gif")

@@ -1,7 +1,7 @@
 """Step into the dream yourself: a pygame window on any dreamgym env, driven by the keyboard or a controller.
 
-    python -m dreamgym.play --env dreamgym/TakeCoverDream-v0 --world-model runs/takecover/world_model
-    python -m dreamgym.play --env dreamgym/CarRacingLatent-v0 --controller runs/carracing/controller
+    python -m dreamgym.tools.play --env dreamgym/TakeCoverDream-v0 --world-model runs/takecover/world_model
+    python -m dreamgym.tools.play --env dreamgym/CarRacingLatent-v0 --controller runs/carracing/controller
 
 Keys: arrows (or WASD) act (TakeCover: left / right, nothing = stay; CarRacing: steer, up = gas, down =
 brake); C hands control to the saved controller and back; ] or + raise and [ or - lower the dream's
@@ -69,7 +69,7 @@ def import_pygame() -> Any:
     try:
         import pygame
     except ImportError as err:
-        raise ImportError("dreamgym.play needs pygame: pip install pygame-ce (or 'gymnasium[box2d]')") from err
+        raise ImportError("dreamgym.tools.play needs pygame: pip install pygame-ce (or 'gymnasium[box2d]')") from err
     return pygame
 
 
@@ -153,7 +153,7 @@ class PlaySession:
     def __init__(self, env: gym.Env, keymap: Keymap | None, controller: Any | None = None, seed: int | None = None,
                  temperature_step: float = TEMPERATURE_STEP) -> None:  # fmt: skip
         if keymap is None and controller is None:
-            raise ValueError("this game has no keyboard mapping (dreamgym.play.KEYMAPS): pass a controller")
+            raise ValueError("this game has no keyboard mapping (dreamgym.tools.play.KEYMAPS): pass a controller")
         if not temperature_step > 0:
             raise ValueError(f"temperature_step must be > 0, got {temperature_step}")
         self.env, self.keymap, self.controller = env, keymap, controller
@@ -286,7 +286,7 @@ def check_display() -> None:
     if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
         raise DisplayError(
             "no display to open a window on (DISPLAY and WAYLAND_DISPLAY are unset). Run with "
-            "--headless-steps N to play without a window, record a video with `python -m dreamgym.record`, "
+            "--headless-steps N to play without a window, record a video with `python -m dreamgym.tools.record`, "
             "or set SDL_VIDEODRIVER=dummy to run the window loop off-screen."
         )
 
@@ -332,7 +332,7 @@ def run_window(session: PlaySession, scale: int = 8, fps: float | None = None, m
         screen = pygame.display.set_mode((max(width, MIN_WINDOW_WIDTH), height + bar))
     except pygame.error as err:
         pygame.display.quit()
-        raise DisplayError(f"cannot open a window ({err}); use --headless-steps N or dreamgym.record instead") from err
+        raise DisplayError(f"cannot open a window ({err}); use --headless-steps N or dreamgym.tools.record") from err
     fps = session.env.metadata.get("render_fps", 30) if fps is None else fps
     clock = pygame.time.Clock()
     frames = 0
@@ -401,11 +401,6 @@ def make_play_env(env_id: str, model: WorldModel, obs_mode: str = "zh", temperat
     return gym.make(env_id, **kwargs)
 
 
-def load_controller(folder: str | os.PathLike, env: gym.Env | None = None) -> Controller:
-    """A saved :class:`dreamgym.controller.Controller` (checked against ``env`` when given)."""
-    return Controller.load(folder, env)
-
-
 # --- command line ---------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class PlayArgs:
@@ -422,7 +417,7 @@ class PlayArgs:
 
 
 def parse_args(argv: list[str] | None = None) -> PlayArgs:
-    p = argparse.ArgumentParser(prog="python -m dreamgym.play", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m dreamgym.tools.play", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     p.add_argument("--env", required=True, help="a dreamgym id, e.g. dreamgym/TakeCoverDream-v0 or ...Latent-v0")
     p.add_argument("--world-model", help="bundle folder or shipped name (default: the game's shipped bundle)")
@@ -444,9 +439,9 @@ def main(argv: list[str] | None = None) -> None:
         if args.headless_steps is None:
             check_display()  # before starting a game engine
     except DisplayError as err:
-        raise SystemExit(f"dreamgym.play: {err}") from None
+        raise SystemExit(f"dreamgym.tools.play: {err}") from None
     model = WorldModel.load(args.world_model or spec.name, resolve_device(args.device))
-    controller = load_controller(args.controller) if args.controller else None
+    controller = Controller.load(args.controller) if args.controller else None
     obs_mode = args.obs_mode or (obs_mode_for(model, controller.config.obs_dim) if controller else "zh")
     env = make_play_env(args.env, model, obs_mode, args.temperature)
     try:
@@ -458,7 +453,7 @@ def main(argv: list[str] | None = None) -> None:
         else:
             run_window(session, args.scale, args.fps)
     except DisplayError as err:
-        raise SystemExit(f"dreamgym.play: {err}") from None
+        raise SystemExit(f"dreamgym.tools.play: {err}") from None
     finally:
         env.close()
 

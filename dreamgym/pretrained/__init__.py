@@ -1,4 +1,4 @@
-"""The pretrained files that ship inside the package, found by name and checked against recorded checksums.
+"""The pretrained files that ship in this folder, found by name and checked against recorded checksums.
 
 Layout of one shipped game (``dreamgym/pretrained/<game>/``)::
 
@@ -59,7 +59,7 @@ def verify_checksums(folder: str | os.PathLike) -> list[str]:
 def shipped_game_dir(game: str) -> Path:
     folder = PRETRAINED_DIR / game
     if not folder.is_dir():
-        available = sorted(p.name for p in PRETRAINED_DIR.glob("*") if p.is_dir())
+        available = sorted(p.name for p in PRETRAINED_DIR.glob("*") if (p / CHECKSUM_FILE).is_file())
         raise FileNotFoundError(f"no shipped files for game {game!r}; shipped games: {available}")
     return folder
 

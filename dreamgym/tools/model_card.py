@@ -1,6 +1,6 @@
 """A model card for a world-model bundle: MODEL_CARD.md + traversal.png + reconstructions.png beside the weights.
 
-    python -m dreamgym.model_card --world-model runs/takecover/world_model [--episodes cache/takecover/episodes] \
+    python -m dreamgym.tools.model_card --world-model runs/takecover/world_model [--episodes cache/takecover/episodes] \
         [--fidelity runs/takecover/fidelity]
 
 Data, sizes, training and held-out metrics come from the bundle's ``config.json`` and, through its
@@ -28,7 +28,7 @@ from dreamgym.checkpoint import CheckpointError, load_json
 from dreamgym.data import ShardError, atomic_write, list_episodes, load_episode
 from dreamgym.devices import resolve_device
 from dreamgym.envs.registration import dream_id, latent_id
-from dreamgym.pictures import latent_traversal, rank_dims, reconstruction_grid, save_png
+from dreamgym.tools.pictures import latent_traversal, rank_dims, reconstruction_grid, save_png
 from dreamgym.world_model import CONFIG_FILE, WEIGHTS_FILE, WorldModel, resolve_bundle
 
 CARD_FILE = "MODEL_CARD.md"
@@ -166,7 +166,7 @@ def limits(model: WorldModel) -> list[str]:
     return [
         "V sees 64x64 frames: small or thin things blur or vanish (see the reconstructions).",
         "The dream is M's guess one step at a time: errors compound and long dreams drift from the game. "
-        "`python -m dreamgym.record` shows real, reconstructed and dreamed frames side by side.",
+        "`python -m dreamgym.tools.record` shows real, reconstructed and dreamed frames side by side.",
         "A controller can learn to exploit M's mistakes; a higher temperature makes the dream harder to cheat. "
         "Always measure returns in the real game (the latent id above).",
         "M learned from random exploration: states that good play reaches but random play rarely does are "
@@ -356,7 +356,7 @@ class CardArgs:
 
 
 def parse_args(argv: list[str] | None = None) -> CardArgs:
-    p = argparse.ArgumentParser(prog="python -m dreamgym.model_card", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m dreamgym.tools.model_card", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     p.add_argument("--world-model", required=True, help="bundle folder (the card is written into it)")
     p.add_argument("--episodes", help="episode folder for the reconstruction grid (default: V's held-out episodes)")
