@@ -93,7 +93,7 @@ def parse_args(cls: type[T], argv: list[str] | None = None, description: str | N
     """
     hints = typing.get_type_hints(cls, include_extras=True)
     parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
-    for field in dataclasses.fields(cls):
+    for field in dataclasses.fields(typing.cast(Any, cls)):  # any dataclass
         kind, optional, bound = _parser_for(hints[field.name])
         choices = typing.get_args(kind) if typing.get_origin(kind) is typing.Literal else None
         if choices:
@@ -104,14 +104,14 @@ def parse_args(cls: type[T], argv: list[str] | None = None, description: str | N
         if optional:
             base = convert
             convert = lambda text, base=base: None if text.lower() == "none" else base(text)  # noqa: E731
-        has_factory = field.default_factory is not dataclasses.MISSING
+        has_factory = callable(field.default_factory)
         required = field.default is dataclasses.MISSING and not has_factory
         parser.add_argument(
             f"--{field.name.replace('_', '-')}",
             type=convert,
             choices=choices,
             required=required,
-            default=field.default_factory() if has_factory else field.default,
+            default=field.default_factory() if callable(field.default_factory) else field.default,
             metavar="{" + ",".join(map(str, choices)) + "}" if choices else kind.__name__.upper(),
         )
     return cls(**vars(parser.parse_args(argv)))
