@@ -31,7 +31,8 @@ def derive_seed(*keys: int) -> int:
 
 
 def is_dreamgym(env_id: str) -> bool:
-    return env_id.startswith("dreamgym/")
+    """A dreamgym id, also behind Gymnasium's ``module:`` prefix (a game of your own: ``mymodule:dreamgym/...``)."""
+    return env_id.rpartition(":")[2].startswith("dreamgym/")
 
 
 def is_dream(env_id: str) -> bool:

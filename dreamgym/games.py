@@ -8,8 +8,11 @@ for data collection. Adding a game is one new ``GameSpec`` passed to :func:`regi
 
 from __future__ import annotations
 
+import dataclasses
+import importlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any, Literal
 
@@ -363,12 +366,44 @@ def register_game(spec: GameSpec) -> GameSpec:
     return spec
 
 
+GAMES_GROUP = "dreamgym.games"
+"""entry-point group in which installed packages declare their games (``name = "package.module:SPEC"``)"""
+
+
 def get_game(name: str) -> GameSpec:
-    """The spec registered under ``name`` (short name like ``takecover`` or the real env id)."""
+    """The spec registered under ``name``: a short name like ``takecover``, the real env id, an import path
+    ``package.module:attribute`` naming a :class:`GameSpec`, or a name an installed package declares in the
+    ``dreamgym.games`` entry-point group. The last two are loaded and registered (with their Gymnasium ids) on
+    first use; a command line's ``--game`` string reaches worker processes as is, so they load it too."""
     for spec in GAMES.values():
         if name in (spec.name, spec.env_id):
             return spec
-    raise KeyError(f"unknown game {name!r}; known: {sorted(GAMES)}")
+    loaded = _load_game(name)
+    if loaded is None:
+        raise KeyError(f"unknown game {name!r}; known: {sorted(GAMES)}, an import path 'package.module:SPEC' "
+                       f"or a name in the {GAMES_GROUP!r} entry-point group")  # fmt: skip
+    from dreamgym.envs.registration import register_game_envs  # here: the envs package imports this module
+
+    register_game_envs(loaded)
+    return loaded
+
+
+def _load_game(name: str) -> GameSpec | None:
+    """The spec an import path or an installed entry point names, registered under ``name`` (so the name alone
+    finds it again in any process, e.g. from a world model's config); None if neither names one."""
+    if ":" in name:
+        module, _, attribute = name.partition(":")
+        found = getattr(importlib.import_module(module), attribute)
+    else:
+        points = [point for point in entry_points(group=GAMES_GROUP) if point.name == name]
+        if not points:
+            return None
+        found = points[0].load()
+    if not isinstance(found, GameSpec):
+        raise TypeError(f"game {name!r} names a {type(found).__name__}, not a GameSpec")
+    if GAMES.get(found.name) is found:  # its module registered it on import: the short name works wherever
+        return found  # that module is imported
+    return register_game(dataclasses.replace(found, name=name))
 
 
 register_game(TAKECOVER)

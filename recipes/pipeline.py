@@ -201,7 +201,7 @@ def preset_for(game: str, name: str) -> Preset:
 @dataclass(frozen=True)
 class PipelineArgs:
     game: str = "takecover"
-    """game spec name"""
+    """game: spec name, or a spec's import path package.module:SPEC (dreamgym.games.get_game)"""
     preset: str = "quick"
     """quick, session or paper (a game may have its own sizes for one: GAME_PRESETS)"""
     out: str | None = None

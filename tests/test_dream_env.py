@@ -258,5 +258,5 @@ def test_bad_constructor_arguments_raise(tmp_path: Path) -> None:
 
 
 def test_missing_bundle_says_how_to_get_one(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError, match=r"world_model=.*training\.pipeline"):
+    with pytest.raises(FileNotFoundError, match=r"world_model=.*recipes\.pipeline"):
         gym.make("dreamgym/TakeCoverDream-v0", world_model=str(tmp_path / "nothing_here"))

@@ -466,7 +466,7 @@ def test_quick_pipeline_shape_on_synthetic_data(
 def test_pipeline_trains_the_controller_by_dagger(
     tiny_bundle, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """``--trainer dagger``: the controller stage runs agents.dagger in the real game with the preset's DAgger
+    """``--trainer dagger``: the controller stage runs recipes.dagger in the real game with the preset's DAgger
     sizes, the evaluate stage scores its best round, and the dream-temperature sweep does not run."""
     dagger = DaggerArgs(
         demos=2, rounds=1, episodes_per_round=2, eval_episodes=2, max_steps=40, expert_share=0.5, expert='{"gas": 0.2}'

@@ -50,7 +50,7 @@ from dreamgym.ray_pool import RayPool
 @dataclass(frozen=True)
 class CollectArgs:
     game: str = "takecover"
-    """game spec name (takecover, carracing) or real env id"""
+    """game: spec name (takecover, carracing), real env id, or a spec's import path package.module:SPEC"""
     episodes: Count = 100
     """total number of episodes wanted in --out"""
     workers: Count = 2

@@ -293,7 +293,7 @@ def build(args: MDNRNNArgs, out: Path, device: torch.device) -> Trainable:
             generator = torch_generator(torch.device("cpu"), args.seed, 4, epoch, b)
             yield make_batch(rows, args.game, generator, device, part)
 
-    provenance = {"latents": args.latents, "game": args.game, "train_episodes": len(train),
+    provenance = {"latents": args.latents, "game": get_game(args.game).name, "train_episodes": len(train),
                   "heldout_episodes": len(held), "init_from": args.init_from}  # fmt: skip
     return Trainable(
         model=model,

@@ -158,7 +158,7 @@ def build(args: VAEArgs, out: Path, device: torch.device) -> Trainable:
         return metrics
 
     provenance: dict[str, Any] = {"episodes": args.episodes, "train_episodes": len(train), "train_frames": num_frames,
-                                  "heldout_episodes": len(held), "game": args.game}  # fmt: skip
+                                  "heldout_episodes": len(held), "game": get_game(args.game).name}  # fmt: skip
     return Trainable(
         model=model,
         optimizer=torch.optim.Adam(model.parameters(), lr=args.lr),
