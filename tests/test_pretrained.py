@@ -39,7 +39,7 @@ REAL_CHECKS = {
     # (449 / 4), so a machine whose floating point sends some episodes elsewhere still passes, while a broken
     # bundle, env or controller (a random policy scores ~210) fails.
     "takecover": RealCheck("zch", 16, 750.0),
-    # dagger (a clone of the braking track expert: agents.dagger round 2 of session 10 on the shipped bundle)
+    # dagger (a clone of the braking track expert: agents.dagger round 2 on the shipped bundle)
     # scored 912.6 +- 7.7 over 100 real episodes (seeds 1,000,000 + k; lowest 876.4), its first 4 907.0. The bar
     # of 600 still passes a 4-episode mean with one lap lost (~400) on a machine whose floating point sends an
     # episode elsewhere, while a controller that does not follow the road stays below 100 (random linear: -58).
