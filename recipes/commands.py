@@ -10,6 +10,7 @@ from __future__ import annotations
 import ast
 import importlib
 import importlib.util
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -56,8 +57,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(usage(), file=sys.stderr)
         print(f"\ndreamgym: {'no command given' if not args else f'unknown command {args[0]!r}'}", file=sys.stderr)
         return 2
-    if argv is None:  # the console command: its flags' usage lines say `dreamgym <command>`
-        sys.argv[0] = f"dreamgym {args[0]}"
+    if argv is None:  # the console command: its flags' usage lines say `dreamgym <command>`, and as under
+        sys.argv[0] = f"dreamgym {args[0]}"  # `python -m`, the working folder's modules import (--game mygames:SPEC)
+        sys.path.insert(0, os.getcwd())
     status = importlib.import_module(COMMANDS[args[0]]).main(args[1:])
     return status if isinstance(status, int) else 0
 

@@ -1,5 +1,5 @@
-"""The built wheel works outside the clone: its ``dreamgym`` command runs a stage and trains a controller in the
-shipped dream, and it installs no generic top-level module (``training``, ``agents``, ``recipes``...)."""
+"""The built wheel works outside the clone: its ``dreamgym`` command trains a controller in the shipped dream and
+collects a game of the working folder's own, and it installs no generic top-level module (``training``, ...)."""
 
 from __future__ import annotations
 
@@ -68,3 +68,7 @@ def test_wheel_command_outside_the_clone(tmp_path: Path) -> None:
     run(str(venv / "bin" / "dreamgym"), "cmaes", "--env", "dreamgym/TakeCoverDream-v0", "--generations", "1",
         "--popsize", "2", "--episodes", "1", "--eval-every", "0", "--threads", "1", "--out", "controller")
     assert (elsewhere / "controller" / "mean").is_dir()
+    shutil.copy2(REPO / "tests" / "tiny_game.py", elsewhere)  # a user's own game, in the working folder
+    run(str(venv / "bin" / "dreamgym"), "collect", "--game", "tiny_game:TINY", "--episodes", "2", "--workers", "1",
+        "--out", "episodes")
+    assert len(list((elsewhere / "episodes").glob("episode_*.npz"))) == 2
