@@ -26,10 +26,8 @@ SCRIPTS = (
 """script modules, named as in a clone (the wheel prefixes them with ``dreamgym.``)"""
 TOOLS = ("dreamgym.tools.play", "dreamgym.tools.record", "dreamgym.tools.model_card")
 """library modules with a command line"""
-COMMANDS = {m.rpartition(".")[2].replace("_", "-"): PREFIX + m for m in SCRIPTS} | {
-    m.rpartition(".")[2].replace("_", "-"): m for m in TOOLS
-}
-"""command name -> module whose ``main(argv)`` runs it"""
+COMMANDS = {m.rpartition(".")[2].replace("_", "-"): m for m in (*(PREFIX + s for s in SCRIPTS), *TOOLS)}
+"""command name (the module's own, ``export_minari`` -> ``export-minari``) -> module whose ``main(argv)`` runs it"""
 
 
 def summary(module: str) -> str:
