@@ -389,8 +389,9 @@ def get_game(name: str) -> GameSpec:
 
 
 def _load_game(name: str) -> GameSpec | None:
-    """The spec an import path or an installed entry point names, registered under ``name`` (so the name alone
-    finds it again in any process, e.g. from a world model's config); None if neither names one."""
+    """The spec an import path or an installed entry point names; None if neither names one. A spec its module
+    did not register is registered under ``name``, so that the name alone (in a world model's config, say) finds
+    it again in any process."""
     if ":" in name:
         module, _, attribute = name.partition(":")
         found = getattr(importlib.import_module(module), attribute)
