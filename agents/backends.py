@@ -15,10 +15,10 @@ from typing import Any
 
 import gymnasium as gym
 
-from dreamgym.cli_args import Count, Positive
+from dreamgym.cli_args import Positive
 from dreamgym.controller import ControllerConfig
 from dreamgym.devices import resolve_device
-from dreamgym.runs import set_threads
+from dreamgym.runs import RunArgs, set_threads
 
 from .rollout import Evaluator, VectorEvaluator, env_kwargs_for, is_dream, is_dreamgym, make_env
 from .workers import PoolEvaluator, RayEvaluator
@@ -27,7 +27,11 @@ BACKENDS = ("auto", "vector", "pool", "ray")
 
 
 @dataclass(frozen=True)
-class EnvArgs:
+class EnvArgs(RunArgs):
+    """The env a controller plays and how (``--device``: controller matmuls and dreamgym envs; ``--workers``: the
+    pool backend's processes; ``--threads``: pass 1 while other jobs share the cores, oversubscribed threads made a
+    dream generation 3x slower on 2 busy cores)."""
+
     env: str = "dreamgym/TakeCoverDream-v0"
     """Gymnasium id: dreamgym/<Game>Dream-v0, dreamgym/<Game>Latent-v0, or any Box-observation env"""
     world_model: str | None = None
@@ -38,19 +42,12 @@ class EnvArgs:
     """dream envs: sampling temperature tau"""
     env_kwargs: str = "{}"
     """further keyword arguments for the env, as a JSON object"""
-    device: str = "auto"
-    """cpu | cuda | auto (controller matmuls and dreamgym envs)"""
     backend: str = "auto"
     """auto | vector | pool | ray (see agents.backends)"""
-    workers: Count = 2
-    """pool backend: worker processes"""
     ray_address: str | None = None
     """ray backend: auto | HOST:PORT (implies --backend ray)"""
     episode_timeout: Positive = 600.0
     """pool/ray backends: seconds after which an unfinished episode's worker counts as hung and is retried"""
-    threads: Count | None = None
-    """torch CPU threads of this process (default: torch's, one per core); pass 1 while other jobs share the
-    cores: oversubscribed threads made a dream generation 3x slower on 2 busy cores"""
 
 
 def parse_env_kwargs(args: EnvArgs) -> dict[str, Any]:

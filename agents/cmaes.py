@@ -47,8 +47,9 @@ _TRAIN_STREAM, _EVAL_STREAM, _SAMPLE_STREAM = 0, 1, 2
 
 @dataclass(frozen=True)
 class TrainArgs(EnvArgs):
-    seed: NonNegative = 0
-    """run seed: every generation's candidates and episode seeds derive from (seed, generation)"""
+    """``--seed``: every generation's candidates and episode seeds derive from (seed, generation); ``--out``: the
+    run folder (default runs/cmaes/<env>__<seed>)."""
+
     generations: Count = 200
     """total generations (rerun with a larger value to continue a finished run)"""
     popsize: Count = 64
@@ -77,8 +78,6 @@ class TrainArgs(EnvArgs):
     """evaluate the ES mean on --eval-episodes episodes every N generations; 0 = never"""
     eval_episodes: Count = 1024
     """episodes of each evaluation of the ES mean"""
-    out: str | None = None
-    """run folder (default runs/cmaes/<env>__<seed>)"""
 
 
 def run_dir(args: TrainArgs) -> Path:

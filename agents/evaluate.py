@@ -18,7 +18,7 @@ import numpy as np
 from PIL import Image
 
 from dreamgym.checkpoint import save_json, versions
-from dreamgym.cli_args import Count, NonNegative, parse_args
+from dreamgym.cli_args import Count, parse_args
 from dreamgym.controller import Controller
 from dreamgym.tools.record import VIDEO_SUFFIXES, write_video
 
@@ -33,14 +33,12 @@ DREAM_SEEDS = 2_000_000
 
 @dataclass(frozen=True)
 class EvalArgs(EnvArgs):
+    """Episode k is played from ``--seed`` + k; ``--out``: the JSON report (default <controller>/evaluation.json)."""
+
     controller: str | None = None
     """folder with controller.safetensors + controller.json (required)"""
     episodes: Count = 100
     """number of episodes"""
-    seed: NonNegative = 0
-    """episode k is played from seed + k"""
-    out: str | None = None
-    """JSON report (default <controller>/evaluation.json)"""
     gif: str | None = None
     """write episode 0 here as a looping .gif (or an .mp4)"""
     gif_every: Count = 1

@@ -7,16 +7,21 @@ recipes that chain them share one implementation without importing each other.
 from __future__ import annotations
 
 import dataclasses
+import typing
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
 
 from dreamgym.checkpoint import load_json, save_json
+from dreamgym.cli_args import Count, NonNegative
 
 ARGS_FILE = "args.json"
+
+Stage = TypeVar("Stage")
 
 # Settings that may change between a run and its resume without changing its result.
 VOLATILE_ARGS = frozenset({"device", "threads", "checkpoint_minutes", "checkpoint_steps", "log_every"})
@@ -62,3 +67,34 @@ def check_args(out: Path, args: Any, volatile: frozenset[str] = VOLATILE_ARGS) -
                              "or choose a new --out")  # fmt: skip
     else:
         save_json(path, dataclasses.asdict(args))
+
+
+@dataclass(frozen=True)
+class RunArgs:
+    """What a run is told besides its own sizes: its folder, seed and the compute it may use.
+
+    The ``Args`` of scripts that drive other stages inherit it (a subclass redeclares a field to change its
+    default); :func:`hand_down` passes these settings on to the stages a run drives.
+    """
+
+    out: str | None = None
+    """run folder"""
+    seed: NonNegative = 0
+    """seed of the run (and of the stages it drives)"""
+    device: str = "auto"
+    """cpu, cuda, cuda:N or auto"""
+    threads: Count | None = None
+    """torch CPU threads of this process (default: torch's)"""
+    workers: Count = 2
+    """worker processes playing real games"""
+
+
+RUN_SETTINGS = ("seed", "device", "threads", "workers")
+"""the settings of a :class:`RunArgs` that the stages it drives share (each stage has its own ``out``)"""
+
+
+def hand_down(stage: Stage, run: RunArgs, **fields: Any) -> Stage:
+    """``stage`` (a stage's frozen ``Args``) with ``run``'s settings that it has, then ``fields``, replaced."""
+    names = {f.name for f in dataclasses.fields(typing.cast(Any, stage))}
+    settings = {name: getattr(run, name) for name in RUN_SETTINGS if name in names}
+    return dataclasses.replace(typing.cast(Any, stage), **{**settings, **fields})

@@ -41,7 +41,7 @@ from dreamgym.envs.registration import latent_id
 from dreamgym.experts import with_expert_settings
 from dreamgym.games import get_game
 from dreamgym.locks import exit_if_busy, folder_lock
-from dreamgym.runs import VOLATILE_ARGS, check_args
+from dreamgym.runs import VOLATILE_ARGS, RunArgs, check_args, hand_down
 
 from .stages import collect, encode, evaluate, imitate
 
@@ -52,13 +52,16 @@ EVALUATION_FILE = "evaluation_selection.json"
 
 
 @dataclass(frozen=True)
-class DaggerArgs:
+class DaggerArgs(RunArgs):
+    """``--seed``: base seed of the collected episodes (training.collect --seed); ``--workers``: processes playing
+    the real game; ``--device``: where V encodes the episodes."""
+
+    out: str = "runs/carracing-dagger"
+    device: str = "cpu"
     game: str = "carracing"
     """game spec name; the game needs a scripted expert (GameSpec.expert)"""
     expert: str | None = None
     """the expert's settings, a JSON object overriding its defaults (training.collect --expert)"""
-    out: str = "runs/carracing-dagger"
-    """run folder"""
     world_model: str | None = None
     """bundle folder or shipped name: its V encodes, its M gives h (default: the game's shipped bundle)"""
     init: str | None = None
@@ -102,16 +105,8 @@ class DaggerArgs:
     """round k's evaluation plays seeds eval_seed + j"""
     max_steps: Count | None = None
     """cap on every real episode (default: the game's own)"""
-    seed: NonNegative = 0
-    """base seed of the collected episodes (training.collect --seed)"""
-    workers: Count = 2
-    """processes playing the real game"""
     ray_address: str | None = None
     """play the real game (collection and scoring) on this Ray cluster instead: auto | HOST:PORT"""
-    device: str = "cpu"
-    """where V encodes the episodes"""
-    threads: Count | None = None
-    """torch CPU threads of this process"""
 
 
 def validate_args(args: DaggerArgs) -> None:
@@ -205,12 +200,12 @@ class DaggerRun:
 
     def collect(self, total: int, **player: Any) -> None:
         a = self.args
-        collect.collect(collect.CollectArgs(game=a.game, episodes=total, workers=a.workers, ray_address=a.ray_address,
-                            out=str(self.episodes), seed=a.seed,
-                            max_steps=a.max_steps, world_model=self.world_model, obs_mode=self.spec.obs_mode,
-                            param_noise=a.param_noise, expert_labels=True, expert=a.expert, **player))  # fmt: skip
-        encode.encode(encode.EncodeArgs(vae=self.world_model, episodes=str(self.episodes), out=str(self.latents),
-                          device=a.device, threads=a.threads))  # fmt: skip
+        collect.collect(hand_down(collect.CollectArgs(), a, game=a.game, episodes=total, ray_address=a.ray_address,
+                                  out=str(self.episodes), max_steps=a.max_steps, world_model=self.world_model,
+                                  obs_mode=self.spec.obs_mode, param_noise=a.param_noise, expert_labels=True,
+                                  expert=a.expert, **player))  # fmt: skip
+        encode.encode(hand_down(encode.EncodeArgs(), a, vae=self.world_model, episodes=str(self.episodes),
+                                out=str(self.latents)))  # fmt: skip
 
     def fit(self, folder: Path) -> dict[str, float]:
         a = self.args

@@ -30,7 +30,6 @@ scores its best round the same way::
 
 from __future__ import annotations
 
-import dataclasses
 import resource
 import time
 from collections.abc import Callable
@@ -38,9 +37,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dreamgym.checkpoint import load_json, save_json
-from dreamgym.cli_args import Count, NonNegative, Positive, parse_args
+from dreamgym.cli_args import Positive, parse_args
 from dreamgym.envs.registration import latent_id
 from dreamgym.games import get_game
+from dreamgym.runs import RunArgs, hand_down
 
 from .dagger import DaggerArgs, DaggerRun
 from .dagger import validate_args as validate_dagger_args
@@ -51,8 +51,7 @@ from .temperature_sweep import train_args as sweep_train_args
 
 # The settings of CarRacing's shipped controller (docs/carracing.md: braking expert, a hidden layer for steering and
 # brake, 300 episodes a round), started from 300 demonstrations instead of the 3,300 relabelled episodes it had; this
-# preset's own score has not been measured. A preset's DaggerArgs hold sizes only: the run's game, folders, seed and
-# resources come from the pipeline's command line (Context.dagger_args).
+# preset's own score has not been measured.
 SESSION_DAGGER = DaggerArgs(demos=300, rounds=3, episodes_per_round=300, eval_episodes=20, expert_share=0.15,
                             share_decay=2 / 3, player="latest", hidden=256, hidden_outputs="0,2", epochs=12, lr=2e-3,
                             batch_size=2048, std_floor=0.1, expert='{"braking_plan": true}')  # fmt: skip
@@ -60,102 +59,70 @@ SESSION_DAGGER = DaggerArgs(demos=300, rounds=3, episodes_per_round=300, eval_ep
 
 @dataclass(frozen=True)
 class Preset:
-    """Data and training sizes of one pipeline run (model widths other than M's come from the game spec)."""
+    """The sizes of one pipeline run, as the ``Args`` of the stages that use them; the run's game, folders, seed
+    and compute come from the pipeline's command line (:func:`dreamgym.runs.hand_down`)."""
 
-    episodes: int
-    """random-policy episodes collected"""
-    vae_epochs: int
-    vae_max_steps: int | None
-    """cap on V's optimizer steps (batches of 100 frames)"""
-    vae_lr: float
-    """V's Adam learning rate (the paper's 1e-4 needs its 10 epochs)"""
-    mdnrnn_hidden: int | None
-    """M's LSTM units (None: the game's, 512 for TakeCover)"""
-    mdnrnn_seq_len: int
-    mdnrnn_batch: int
-    mdnrnn_epochs: int
-    num_initial: int
-    """real initial latents stored in the bundle"""
-    cmaes_generations: int
-    cmaes_popsize: int
-    cmaes_episodes: int
-    """dream episodes per CMA-ES candidate"""
-    eval_episodes: int
-    """real-game episodes scoring the trained controller"""
-    sweep_taus: tuple[float, ...] = ()
-    """temperatures of the closing temperature sweep (each trained as the controller, scored over
-    eval_episodes dreams and real games); empty: no sweep"""
-    vae_episodes: int | None = None
-    """V trains on the first N collected episodes (None: all of them); M always sees all"""
-    initial_step: int = 0
-    """dreams start from this frame of real episodes (training.bundle --initial-step)"""
+    collect: collect.CollectArgs
+    """``episodes``: random-policy episodes collected"""
+    vae: vae.VAEArgs
+    """``max_episodes``: V trains on the first N collected episodes (None: all of them); M always sees all"""
+    mdnrnn: mdnrnn.MDNRNNArgs
+    """``hidden_size`` None: the game's (512 for TakeCover)"""
+    bundle: bundle.BundleArgs
+    """``num_initial`` real initial latents stored; dreams start from frame ``initial_step`` of real episodes"""
+    cmaes: SweepArgs
+    """the controller stage's CMA-ES sizes (``generations``, ``popsize``, ``episodes`` per candidate), and with
+    ``taus`` the closing temperature sweep (each tau trained as the controller, scored over ``dream_episodes``
+    dreams and ``real_episodes`` real games); ``taus=""``: no sweep"""
+    evaluate: evaluate.EvalArgs
+    """``episodes``: real-game episodes scoring the trained controller"""
     dagger: DaggerArgs | None = None
     """sizes of the controller stage with ``--trainer dagger`` (None: this preset has none)"""
+
+
+def sizes(episodes: int, vae_args: vae.VAEArgs, mdnrnn_args: mdnrnn.MDNRNNArgs, bundle_args: bundle.BundleArgs,
+          cmaes_args: SweepArgs, dagger: DaggerArgs | None = None) -> Preset:  # fmt: skip
+    """A preset whose controller is scored over as many real episodes as the sweep's (``real_episodes``)."""
+    return Preset(collect.CollectArgs(episodes=episodes), vae_args, mdnrnn_args, bundle_args, cmaes_args,
+                  evaluate.EvalArgs(episodes=cmaes_args.real_episodes), dagger)  # fmt: skip
+
+
+def cmaes_sizes(generations: int, popsize: int, episodes: int, eval_episodes: int, taus: str = "") -> SweepArgs:
+    """CMA-ES sizes, and the episodes scoring its controller in the dream and the real game."""
+    return SweepArgs(generations=generations, popsize=popsize, episodes=episodes, dream_episodes=eval_episodes,
+                     real_episodes=eval_episodes, taus=taus)  # fmt: skip
 
 
 PRESETS: dict[str, Preset] = {
     # Measured on 2 idle cores (AVX-512): 10.6 min end to end; collection 1.5 min, V 4.6 min (1,200 steps of
     # 100 frames), encoding 0.6 min, M 2.2 min, CMA-ES 30 x (32 x 8 dreams) 1.4 min, 50 real episodes 0.3 min.
-    "quick": Preset(
-        episodes=400,
-        vae_epochs=1,
-        vae_max_steps=1200,
-        vae_lr=1e-4,
-        mdnrnn_hidden=256,
-        mdnrnn_seq_len=600,
-        mdnrnn_batch=16,
-        mdnrnn_epochs=40,
-        num_initial=400,
-        cmaes_generations=30,
-        cmaes_popsize=32,
-        cmaes_episodes=8,
-        eval_episodes=50,
-        dagger=DaggerArgs(
-            demos=40,
-            rounds=2,
-            episodes_per_round=30,
-            eval_episodes=10,
-            expert_share=0.15,
-            share_decay=2 / 3,
-            player="latest",
-        ),
+    "quick": sizes(
+        400,
+        vae.VAEArgs(epochs=1, max_steps=1200, lr=1e-4),
+        mdnrnn.MDNRNNArgs(hidden_size=256, seq_len=600, batch_size=16, epochs=40),
+        bundle.BundleArgs(num_initial=400),
+        cmaes_sizes(generations=30, popsize=32, episodes=8, eval_episodes=50),
+        DaggerArgs(demos=40, rounds=2, episodes_per_round=30, eval_episodes=10, expert_share=0.15, share_decay=2 / 3,
+                   player="latest"),  # fmt: skip
     ),
     # Round 0 of the shipped TakeCover world model (docs/takecover.md): the paper's model sizes, data and steps cut
-    # to one session on 2 AVX2 CPU cores (V trains at ~235 images/s there): V 4,000 steps (~0.65 epoch) at a 5x
-    # higher learning rate, M 20 epochs of 1,900 episodes. Its controller stage was not the one measured: the
-    # shipped controllers came from recipes.temperature_sweep (50 and 30 generations of 32 x 16).
-    "session": Preset(
-        episodes=2000,
-        vae_epochs=1,
-        vae_max_steps=4000,
-        vae_lr=5e-4,
-        mdnrnn_hidden=None,
-        mdnrnn_seq_len=1000,
-        mdnrnn_batch=16,
-        mdnrnn_epochs=20,
-        num_initial=1000,
-        cmaes_generations=80,
-        cmaes_popsize=32,
-        cmaes_episodes=16,
-        eval_episodes=100,
-        dagger=SESSION_DAGGER,
+    # to 2 AVX2 CPU cores (V trains at ~235 images/s there): V 4,000 steps (~0.65 epoch) at a 5x higher learning
+    # rate, M 20 epochs of 1,900 episodes. The shipped controllers came from recipes.temperature_sweep instead.
+    "session": sizes(
+        2000,
+        vae.VAEArgs(epochs=1, max_steps=4000, lr=5e-4),
+        mdnrnn.MDNRNNArgs(hidden_size=None, seq_len=1000, batch_size=16, epochs=20),
+        bundle.BundleArgs(num_initial=1000),
+        cmaes_sizes(generations=80, popsize=32, episodes=16, eval_episodes=100),
+        SESSION_DAGGER,
     ),
     # The paper: 10k episodes, V 10 epochs, M 512 units ~4k steps of 100 whole episodes (<= 1000 steps).
-    "paper": Preset(
-        episodes=10_000,
-        vae_epochs=10,
-        vae_max_steps=None,
-        vae_lr=1e-4,
-        mdnrnn_hidden=None,
-        mdnrnn_seq_len=1000,
-        mdnrnn_batch=100,
-        mdnrnn_epochs=42,
-        num_initial=1000,
-        cmaes_generations=200,
-        cmaes_popsize=64,
-        cmaes_episodes=16,
-        eval_episodes=100,
-        sweep_taus=(0.1, 0.5, 1.0, 1.15, 1.3),
+    "paper": sizes(
+        10_000,
+        vae.VAEArgs(epochs=10, max_steps=None, lr=1e-4),
+        mdnrnn.MDNRNNArgs(hidden_size=None, seq_len=1000, batch_size=100, epochs=42),
+        bundle.BundleArgs(num_initial=1000),
+        cmaes_sizes(generations=200, popsize=64, episodes=16, eval_episodes=100, taus="0.1,0.5,1,1.15,1.3"),
     ),
 }
 
@@ -163,27 +130,17 @@ PRESETS: dict[str, Preset] = {
 # A game's own sizes for a preset name, where the shared ones do not fit it (``--game carracing --preset session``).
 GAME_PRESETS: dict[tuple[str, str], Preset] = {
     # CarRacing round 0 (docs/carracing.md): CarRacing-v3 renders at ~60 steps/s per busy core here, so data is the
-    # bottleneck: 275 episodes of 1,000 steps in 60 min with 2 workers, V on the first 100 while collection went on
-    # (1,500 steps, 38 min), M 60 epochs x 17 steps (18 min), CMA-ES in the dream at tau 1.0 (9 min). Since
-    # then its dreams start after the zoom-in (frame 60) at the game's tau 0.1; docs/carracing.md's later rounds add
-    # steady-follower demonstrations, agents.imitate and iterations, which this preset does not run.
-    ("carracing", "session"): Preset(
-        episodes=275,
-        vae_epochs=10,
-        vae_max_steps=1500,
-        vae_lr=5e-4,
-        vae_episodes=100,
-        mdnrnn_hidden=None,
-        mdnrnn_seq_len=1000,
-        mdnrnn_batch=16,
-        mdnrnn_epochs=60,
-        num_initial=275,
-        initial_step=60,
-        cmaes_generations=60,
-        cmaes_popsize=32,
-        cmaes_episodes=8,
-        eval_episodes=100,
-        dagger=SESSION_DAGGER,
+    # bottleneck: 275 episodes of 1,000 steps with 2 workers, V on the first 100 (1,500 steps), M 60 epochs x 17
+    # steps, CMA-ES in the dream; its dreams start after the zoom-in (frame 60) at the game's tau 0.1.
+    # docs/carracing.md's later rounds add steady-follower demonstrations, agents.imitate and iterations, which
+    # this preset does not run.
+    ("carracing", "session"): sizes(
+        275,
+        vae.VAEArgs(epochs=10, max_steps=1500, lr=5e-4, max_episodes=100),
+        mdnrnn.MDNRNNArgs(hidden_size=None, seq_len=1000, batch_size=16, epochs=60),
+        bundle.BundleArgs(num_initial=275, initial_step=60),
+        cmaes_sizes(generations=60, popsize=32, episodes=8, eval_episodes=100),
+        SESSION_DAGGER,
     ),
 }
 
@@ -199,21 +156,14 @@ def preset_for(game: str, name: str) -> Preset:
 
 
 @dataclass(frozen=True)
-class PipelineArgs:
+class PipelineArgs(RunArgs):
+    """``--out`` defaults to runs/<game>-<preset>; ``--seed``, ``--device``, ``--threads`` and ``--workers``
+    are handed down to every stage that has them."""
+
     game: str = "takecover"
     """game: spec name, or a spec's import path package.module:SPEC (dreamgym.games.get_game)"""
     preset: str = "quick"
     """quick, session or paper (a game may have its own sizes for one: GAME_PRESETS)"""
-    out: str | None = None
-    """run folder (default: runs/<game>-<preset>)"""
-    device: str = "auto"
-    """cpu, cuda, cuda:N or auto for V and M"""
-    threads: Count | None = None
-    """torch CPU threads"""
-    workers: Count = 2
-    """collection worker processes"""
-    seed: NonNegative = 0
-    """seed of every stage"""
     stop_after: str | None = None
     """name of the last stage to run (default: all)"""
     temperature: Positive | None = None
@@ -271,7 +221,7 @@ class Context:
 
     @property
     def controller(self) -> Path:
-        return tau_dir(self.sweep, self.temperature) if self.preset.sweep_taus else self.out / "controller"
+        return tau_dir(self.sweep, self.temperature) if self.preset.cmaes.taus else self.out / "controller"
 
     @property
     def dagger(self) -> Path:
@@ -286,100 +236,35 @@ class Context:
         a, d = self.args, self.preset.dagger
         if d is None:
             raise ValueError(f"preset {a.preset!r} has no DAgger sizes for --trainer dagger")
-        return dataclasses.replace(
-            d,
-            game=a.game,
-            out=str(self.dagger),
-            world_model=str(self.world_model),
-            seed=a.seed,
-            workers=a.workers,
-            device=a.device,
-            threads=a.threads,
-        )
+        return hand_down(d, a, game=a.game, out=str(self.dagger), world_model=str(self.world_model))
 
     def sweep_args(self) -> SweepArgs:
-        """The preset's CMA-ES and scoring settings as a sweep over its ``sweep_taus`` (maybe none)."""
-        a, p = self.args, self.preset
-        return SweepArgs(
-            world_model=str(self.world_model),
-            taus=",".join(f"{tau:g}" for tau in p.sweep_taus),
-            obs_mode=self.obs_mode,
-            generations=p.cmaes_generations,
-            popsize=p.cmaes_popsize,
-            episodes=p.cmaes_episodes,
-            dream_episodes=p.eval_episodes,
-            real_episodes=p.eval_episodes,
-            seed=a.seed,
-            workers=a.workers,
-            threads=a.threads,
-            device=a.device,
-            out=str(self.sweep),
-        )
+        """The preset's CMA-ES and scoring settings as a sweep over its ``taus`` (maybe none)."""
+        return hand_down(self.preset.cmaes, self.args, world_model=str(self.world_model), obs_mode=self.obs_mode,
+                         out=str(self.sweep))  # fmt: skip
 
 
 def run_collect(ctx: Context) -> None:
-    a = ctx.args
-    collect.collect(collect.CollectArgs(game=a.game, episodes=ctx.preset.episodes, workers=a.workers,
-                                        out=str(ctx.episodes), seed=a.seed))  # fmt: skip
+    collect.collect(hand_down(ctx.preset.collect, ctx.args, game=ctx.args.game, out=str(ctx.episodes)))
 
 
 def run_vae(ctx: Context) -> None:
-    a, p = ctx.args, ctx.preset
-    vae.train_vae(
-        vae.VAEArgs(
-            out=str(ctx.vae),
-            device=a.device,
-            threads=a.threads,
-            seed=a.seed,
-            epochs=p.vae_epochs,
-            max_steps=p.vae_max_steps,
-            lr=p.vae_lr,
-            episodes=str(ctx.episodes),
-            max_episodes=p.vae_episodes,
-            game=a.game,
-        )
-    )
+    vae.train_vae(hand_down(ctx.preset.vae, ctx.args, game=ctx.args.game, episodes=str(ctx.episodes), out=str(ctx.vae)))
 
 
 def run_encode(ctx: Context) -> None:
-    a = ctx.args
-    encode.encode(
-        encode.EncodeArgs(
-            vae=str(ctx.vae), episodes=str(ctx.episodes), out=str(ctx.latents), device=a.device, threads=a.threads
-        )
-    )
+    encode.encode(hand_down(encode.EncodeArgs(), ctx.args, vae=str(ctx.vae), episodes=str(ctx.episodes),
+                            out=str(ctx.latents)))  # fmt: skip
 
 
 def run_mdnrnn(ctx: Context) -> None:
-    a, p = ctx.args, ctx.preset
-    mdnrnn.train_mdnrnn(
-        mdnrnn.MDNRNNArgs(
-            out=str(ctx.mdnrnn),
-            device=a.device,
-            threads=a.threads,
-            seed=a.seed,
-            epochs=p.mdnrnn_epochs,
-            latents=str(ctx.latents),
-            game=a.game,
-            hidden_size=p.mdnrnn_hidden,
-            seq_len=p.mdnrnn_seq_len,
-            batch_size=p.mdnrnn_batch,
-        )
-    )
+    mdnrnn.train_mdnrnn(hand_down(ctx.preset.mdnrnn, ctx.args, game=ctx.args.game, latents=str(ctx.latents),
+                                  out=str(ctx.mdnrnn)))  # fmt: skip
 
 
 def run_bundle(ctx: Context) -> None:
-    bundle.build_bundle(
-        bundle.BundleArgs(
-            vae=str(ctx.vae),
-            mdnrnn=str(ctx.mdnrnn),
-            latents=str(ctx.latents),
-            out=str(ctx.world_model),
-            num_initial=ctx.preset.num_initial,
-            seed=ctx.args.seed,
-            initial_step=ctx.preset.initial_step,
-        )
-    )
+    bundle.build_bundle(hand_down(ctx.preset.bundle, ctx.args, vae=str(ctx.vae), mdnrnn=str(ctx.mdnrnn),
+                                  latents=str(ctx.latents), out=str(ctx.world_model)))  # fmt: skip
 
 
 def run_controller(ctx: Context) -> None:
@@ -392,20 +277,10 @@ def run_controller(ctx: Context) -> None:
 
 def run_evaluate(ctx: Context) -> None:
     a = ctx.args
-    report = evaluate.evaluate(
-        evaluate.EvalArgs(
-            env=latent_id(a.game),
-            world_model=str(ctx.world_model),
-            obs_mode=ctx.obs_mode,
-            device=a.device,
-            threads=a.threads,
-            workers=a.workers,
-            controller=str(ctx.trained_controller),
-            episodes=ctx.preset.eval_episodes,
-            seed=evaluate.REAL_SEEDS + a.seed,
-            out=str(ctx.out / "evaluation.json"),
-        )
-    )
+    scoring = hand_down(ctx.preset.evaluate, a, env=latent_id(a.game), world_model=str(ctx.world_model),
+                        obs_mode=ctx.obs_mode, controller=str(ctx.trained_controller),
+                        seed=evaluate.REAL_SEEDS + a.seed, out=str(ctx.out / "evaluation.json"))  # fmt: skip
+    report = evaluate.evaluate(scoring)
     trained = "DAgger-trained" if a.trainer == "dagger" else "dream-trained"
     print(
         f"real-game score of the {trained} controller: {report['mean']:.1f} ± {report['std']:.1f} "
@@ -451,7 +326,7 @@ def run_pipeline(args: PipelineArgs) -> Context:
     times: dict[str, float] = {}
     timings_path = ctx.out / "timings.json"
     timings = load_json(timings_path) if timings_path.is_file() else {}
-    no_sweep = not ctx.preset.sweep_taus or args.trainer == "dagger"  # the sweep is of dream temperatures
+    no_sweep = not ctx.preset.cmaes.taus or args.trainer == "dagger"  # the sweep is of dream temperatures
     for name, stage in STAGES:
         if (args.world_model is not None and name in BUILD_STAGES) or (name == "sweep" and no_sweep):
             continue

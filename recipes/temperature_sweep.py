@@ -23,9 +23,10 @@ from typing import Any
 import numpy as np
 
 from dreamgym.checkpoint import save_json
-from dreamgym.cli_args import Count, NonNegative, parse_args
+from dreamgym.cli_args import Count, parse_args
 from dreamgym.data import atomic_write
 from dreamgym.envs.registration import dream_id, latent_id
+from dreamgym.runs import RunArgs, hand_down
 from dreamgym.world_model import WorldModel
 
 from .stages import cmaes, evaluate
@@ -41,7 +42,11 @@ PAPER_TAKECOVER: dict[float, tuple[tuple[float, float], tuple[float, float]]] = 
 
 
 @dataclass(frozen=True)
-class SweepArgs:
+class SweepArgs(RunArgs):
+    """``--seed`` seeds CMA-ES; dream scores use seeds from 2,000,000, real ones from 1,000,000 (never trained on).
+    ``--workers``: real-game worker processes."""
+
+    out: str = "runs/takecover/sweep"
     world_model: str = "takecover"
     """bundle folder or shipped name"""
     taus: str = "0.1,0.5,1.0,1.15,1.3"
@@ -54,14 +59,6 @@ class SweepArgs:
     """dream episodes per CMA-ES candidate"""
     dream_episodes: Count = 100
     real_episodes: Count = 100
-    seed: NonNegative = 0
-    """CMA-ES seed; dream scores use seeds from 2,000,000, real ones from 1,000,000 (never trained on)"""
-    workers: Count = 2
-    """real-game worker processes"""
-    threads: Count | None = None
-    """torch CPU threads of this process (see agents.cmaes --threads)"""
-    device: str = "auto"
-    out: str = "runs/takecover/sweep"
 
 
 def parse_taus(text: str) -> list[float]:
@@ -87,20 +84,10 @@ def scored(path: Path, make: Any) -> dict[str, Any]:
 
 def train_args(args: SweepArgs, game: str, tau: float, out: Path) -> cmaes.TrainArgs:
     """The CMA-ES run of one tau, written to ``out`` (the pipeline trains its controller with these too)."""
-    return cmaes.TrainArgs(
-        env=dream_id(game),
-        world_model=args.world_model,
-        obs_mode=args.obs_mode,
-        temperature=tau,
-        device=args.device,
-        threads=args.threads,
-        seed=args.seed,
-        generations=args.generations,
-        popsize=args.popsize,
-        episodes=args.episodes,
-        eval_every=0,
-        out=str(out),
-    )
+    run = cmaes.TrainArgs(env=dream_id(game), world_model=args.world_model, obs_mode=args.obs_mode,
+                          temperature=tau, generations=args.generations, popsize=args.popsize,
+                          episodes=args.episodes, eval_every=0)  # fmt: skip
+    return hand_down(run, args, out=str(out))
 
 
 def run_tau(args: SweepArgs, game: str, tau: float) -> dict[str, Any]:
@@ -108,13 +95,13 @@ def run_tau(args: SweepArgs, game: str, tau: float) -> dict[str, Any]:
     folder = tau_dir(Path(args.out), tau)
     cmaes.train(train_args(args, game, tau, folder))
     controller = str(folder / "mean")
-    common = {"world_model": args.world_model, "obs_mode": args.obs_mode, "device": args.device,
-              "threads": args.threads, "controller": controller}  # fmt: skip
+    scoring = hand_down(evaluate.EvalArgs(world_model=args.world_model, obs_mode=args.obs_mode, controller=controller),
+                        args)  # fmt: skip
     dream_path, real_path = folder / "mean" / "evaluation_dream.json", folder / "mean" / "evaluation_real.json"
-    in_dream = evaluate.EvalArgs(env=dream_id(game), temperature=tau, **common, episodes=args.dream_episodes,
-                                 seed=evaluate.DREAM_SEEDS, out=str(dream_path))  # fmt: skip
-    in_game = evaluate.EvalArgs(env=latent_id(game), workers=args.workers, **common, episodes=args.real_episodes,
-                                seed=evaluate.REAL_SEEDS, out=str(real_path))  # fmt: skip
+    in_dream = dataclasses.replace(scoring, env=dream_id(game), temperature=tau, episodes=args.dream_episodes,
+                                   seed=evaluate.DREAM_SEEDS, out=str(dream_path))  # fmt: skip
+    in_game = dataclasses.replace(scoring, env=latent_id(game), episodes=args.real_episodes, seed=evaluate.REAL_SEEDS,
+                                  out=str(real_path))  # fmt: skip
     dream = scored(dream_path, lambda: evaluate.evaluate(in_dream))
     real = scored(real_path, lambda: evaluate.evaluate(in_game))
     return {"tau": tau, "dream": summary(dream), "real": summary(real), "controller": controller,

@@ -23,7 +23,7 @@ import training.mdnrnn as mdnrnn_module
 from dreamgym.checkpoint import CheckpointError
 from dreamgym.data import Episode, episode_path, list_episodes, load_episode, save_arrays, save_episode
 from dreamgym.models.mdnrnn import MDNRNN, MDNRNNConfig
-from dreamgym.runs import check_args
+from dreamgym.runs import check_args, hand_down
 from dreamgym.world_model import WorldModel
 from recipes.dagger import DaggerArgs
 from training.bundle import BundleArgs, build_bundle, initial_latents
@@ -415,15 +415,19 @@ def test_quick_pipeline_shape_on_synthetic_data(
 ) -> None:
     """Every stage runs in order on a tiny preset (collection replaced by synthetic shards, the controller
     scored in the real game); a rerun skips them."""
-    tiny = pipeline_module.Preset(episodes=6, vae_epochs=1, vae_max_steps=2, vae_lr=1e-4, mdnrnn_hidden=16,
-                                  mdnrnn_seq_len=20, mdnrnn_batch=2, mdnrnn_epochs=1, num_initial=4,
-                                  cmaes_generations=1, cmaes_popsize=4, cmaes_episodes=1, eval_episodes=2)  # fmt: skip
+    tiny = pipeline_module.sizes(
+        6,
+        VAEArgs(epochs=1, max_steps=2, lr=1e-4),
+        MDNRNNArgs(hidden_size=16, seq_len=20, batch_size=2, epochs=1),
+        BundleArgs(num_initial=4),
+        pipeline_module.cmaes_sizes(generations=1, popsize=4, episodes=1, eval_episodes=2),
+    )
     monkeypatch.chdir(tmp_path)  # ViZDoom writes _vizdoom.ini into the working folder
     monkeypatch.setitem(pipeline_module.PRESETS, "tiny", tiny)
     collected: list[int] = []
 
     def fake_collect(ctx: pipeline_module.Context) -> None:
-        collected.append(len(write_episodes(ctx.episodes, ctx.preset.episodes)))
+        collected.append(len(write_episodes(ctx.episodes, ctx.preset.collect.episodes)))
 
     stages = [(n, fake_collect if n == "collect" else f) for n, f in pipeline_module.STAGES]
     monkeypatch.setattr(pipeline_module, "STAGES", stages)
@@ -448,7 +452,8 @@ def test_quick_pipeline_shape_on_synthetic_data(
     pipeline_module.run_pipeline(given)
     assert sorted(p.name for p in (tmp_path / "given").iterdir()) == ["controller", "evaluation.json", "timings.json"]
     # a preset with a sweep: its controller stage trains the sweep's run at the pipeline's temperature
-    monkeypatch.setitem(pipeline_module.PRESETS, "tiny-sweep", dataclasses.replace(tiny, sweep_taus=(1.15, 0.5)))
+    sweep = dataclasses.replace(tiny.cmaes, taus="1.15,0.5")
+    monkeypatch.setitem(pipeline_module.PRESETS, "tiny-sweep", dataclasses.replace(tiny, cmaes=sweep))
     swept = dataclasses.replace(given, out=str(tmp_path / "swept"), preset="tiny-sweep")
     pipeline_module.run_pipeline(swept)
     assert sorted(p.name for p in (tmp_path / "swept").iterdir()) == ["evaluation.json", "sweep", "timings.json"]
@@ -471,7 +476,9 @@ def test_pipeline_trains_the_controller_by_dagger(
     dagger = DaggerArgs(
         demos=2, rounds=1, episodes_per_round=2, eval_episodes=2, max_steps=40, expert_share=0.5, expert='{"gas": 0.2}'
     )
-    tiny = dataclasses.replace(pipeline_module.PRESETS["quick"], eval_episodes=3, sweep_taus=(1.0,), dagger=dagger)
+    quick = pipeline_module.PRESETS["quick"]
+    tiny = dataclasses.replace(quick, evaluate=dataclasses.replace(quick.evaluate, episodes=3),
+                               cmaes=dataclasses.replace(quick.cmaes, taus="1"), dagger=dagger)  # fmt: skip
     monkeypatch.setitem(pipeline_module.PRESETS, "tiny", tiny)
     scored: list[Any] = []
 
@@ -492,6 +499,16 @@ def test_pipeline_trains_the_controller_by_dagger(
     assert (ctx.out / "dagger" / "best" / "controller.json").is_file()
     assert "real-game score of the DAgger-trained controller" in capsys.readouterr().out
     assert set(json.loads((ctx.out / "timings.json").read_text())) == {"controller", "evaluate"}
+
+
+def test_a_run_hands_its_settings_to_the_stages_that_have_them() -> None:
+    run = pipeline_module.PipelineArgs(seed=3, device="cpu", threads=1, workers=5, out="run")
+    encoding = hand_down(EncodeArgs(batch_size=7), run, out="latents")  # no seed, no workers
+    assert (encoding.device, encoding.threads, encoding.batch_size, encoding.out) == ("cpu", 1, 7, "latents")
+    m = hand_down(MDNRNNArgs(epochs=2), run, seed=9)  # fields given win
+    assert (m.seed, m.device, m.threads, m.epochs, m.out) == (9, "cpu", 1, 2, MDNRNNArgs().out)
+    ctx = pipeline_module.Context(run, pipeline_module.PRESETS["quick"], Path("run"))
+    assert (ctx.sweep_args().workers, ctx.sweep_args().generations, ctx.sweep_args().out) == (5, 30, "run/sweep")
 
 
 def test_pipeline_dagger_settings_that_cannot_work_fail_before_any_stage(tmp_path: Path) -> None:
@@ -520,7 +537,7 @@ def test_game_presets_and_the_paper_controller_input_per_game() -> None:
     """``--game carracing --preset session`` gets CarRacing's own sizes (V on its first episodes only), other
     names the shared ones; the pipeline's controller sees the paper's input for the game unless told."""
     racing = pipeline_module.preset_for("carracing", "session")
-    assert racing is pipeline_module.GAME_PRESETS[("carracing", "session")] and racing.vae_episodes is not None
+    assert racing is pipeline_module.GAME_PRESETS[("carracing", "session")] and racing.vae.max_episodes is not None
     assert pipeline_module.preset_for("CarRacing-v3", "quick") is pipeline_module.PRESETS["quick"]
     assert pipeline_module.preset_for("takecover", "session") is pipeline_module.PRESETS["session"]
     with pytest.raises(ValueError, match="unknown preset 'huge'"):
