@@ -94,8 +94,7 @@ def cmaes_sizes(generations: int, popsize: int, episodes: int, eval_episodes: in
 
 
 PRESETS: dict[str, Preset] = {
-    # Measured on 2 idle cores (AVX-512): 10.6 min end to end; collection 1.5 min, V 4.6 min (1,200 steps of
-    # 100 frames), encoding 0.6 min, M 2.2 min, CMA-ES 30 x (32 x 8 dreams) 1.4 min, 50 real episodes 0.3 min.
+    # Smoke scale for 2 CPU cores: every stage runs (docs/takecover.md, appendix: its timings and score).
     "quick": sizes(
         400,
         vae.VAEArgs(epochs=1, max_steps=1200, lr=1e-4),
