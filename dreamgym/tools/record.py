@@ -102,14 +102,17 @@ def roll_dream(model: WorldModel, z0: np.ndarray, actions: list[Any], seed: int,
     """The dream from ``z0`` (Z,) replaying ``actions`` (``temperature`` None: the game's default)."""
     env = DreamEnv(model, temperature=temperature, obs_mode="z", device=model.device,
                    max_episode_steps=max(1, len(actions)))  # fmt: skip
-    env.reset(seed=seed)
-    zs = [start_dream_at(env, z0)]
-    for t, action in enumerate(actions):
-        obs, _, terminated, _, _ = env.step(action)
+    replay = iter(actions)
+    zs: list[np.ndarray] = []
+
+    def start(obs: np.ndarray, info: dict[str, Any]) -> None:
+        zs.append(start_dream_at(env, z0))
+
+    def keep(t: int, obs: np.ndarray, *_: Any) -> None:
         zs.append(obs)
-        if terminated:
-            return DreamRollout(np.stack(zs), t + 1, env.temperature)
-    return DreamRollout(np.stack(zs), None, env.temperature)
+
+    result = play_episode(env, lambda obs: next(replay), seed, on_step=keep, on_reset=start, max_steps=len(actions))
+    return DreamRollout(np.stack(zs), result.steps if result.terminated else None, env.temperature)
 
 
 def _label(panel: np.ndarray, text: str) -> np.ndarray:
