@@ -1,11 +1,11 @@
 """The one loop that plays an episode of a Gymnasium env: reset from a seed, act, step until it ends.
 
-Everything that plays single episodes (collecting shards, scoring controllers, recording videos and the
-dream that replays them, replaying episodes to relabel them, scoring SB3 policies) runs :func:`play_episode` and records what it
-needs through the policy (it sees every observation acted on) and the hooks (they see the reset and every
-step's outcome). The batched population rollout (``agents.rollout.rollout_population``) plays many envs at
-once and is the one other loop; ``dreamgym.tools.play`` steps one frame per window refresh, across episodes and
-restarts a person asks for, so it keeps its own step.
+Everything that plays single episodes (collecting shards, scoring controllers, recording videos and the dream
+that replays them, replaying episodes to relabel them, scoring SB3 policies) runs :func:`play_episode` and
+records what it needs through the policy (it sees every observation acted on) and the hooks (they see the reset
+and every step's outcome). The batched population rollout (``agents.rollout.rollout_population``) plays many
+envs at once and is the one other loop; ``dreamgym.tools.play`` steps one frame per window refresh, across
+episodes and restarts a person asks for, so it keeps its own step.
 """
 
 from __future__ import annotations
