@@ -70,23 +70,42 @@ def check_args(out: Path, args: Any, volatile: frozenset[str] = VOLATILE_ARGS) -
 
 
 @dataclass(frozen=True)
-class RunArgs:
-    """What a run is told besides its own sizes: its folder, seed and the compute it may use.
+class Seeded:
+    """A run's seed."""
 
-    The ``Args`` of scripts that drive other stages inherit it (a subclass redeclares a field to change its
-    default); :func:`hand_down` passes these settings on to the stages a run drives.
-    """
-
-    out: str | None = None
-    """run folder"""
     seed: NonNegative = 0
     """seed of the run (and of the stages it drives)"""
+
+
+@dataclass(frozen=True)
+class Compute:
+    """Where a run's torch work goes."""
+
     device: str = "auto"
     """cpu, cuda, cuda:N or auto"""
     threads: Count | None = None
     """torch CPU threads of this process (default: torch's)"""
+
+
+@dataclass(frozen=True)
+class Pooled:
+    """How many processes play real games for a run."""
+
     workers: Count = 2
     """worker processes playing real games"""
+
+
+@dataclass(frozen=True)
+class RunArgs(Pooled, Compute, Seeded):
+    """What a run is told besides its own sizes: its folder, seed and the compute it may use.
+
+    The ``Args`` of scripts that drive other stages inherit it; a stage's ``Args`` inherit the parts it has
+    (:class:`Seeded`, :class:`Compute`, :class:`Pooled`), so every stage spells these flags alike. A subclass
+    redeclares a field to change its default; :func:`hand_down` passes the settings on to the stages a run drives.
+    """
+
+    out: str | None = None
+    """run folder"""
 
 
 RUN_SETTINGS = ("seed", "device", "threads", "workers")

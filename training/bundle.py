@@ -21,7 +21,7 @@ import torch
 from dreamgym.checkpoint import load_json
 from dreamgym.cli_args import Count, NonNegative, parse_args
 from dreamgym.data import list_episodes, load_arrays
-from dreamgym.runs import numpy_rng
+from dreamgym.runs import Seeded, numpy_rng
 from dreamgym.world_model import WorldModel, WorldModelConfig
 
 from .common import CONFIG_FILE
@@ -30,7 +30,9 @@ from .mdnrnn import load_mdnrnn
 
 
 @dataclass(frozen=True)
-class BundleArgs:
+class BundleArgs(Seeded):
+    """``--seed`` seeds the choice of episodes when the folder has more than ``--num-initial``."""
+
     vae: str = "runs/takecover/vae"
     """V run folder, or a world-model bundle folder or shipped name whose V is kept (a new M for an old V)"""
     mdnrnn: str = "runs/takecover/mdnrnn"
@@ -41,8 +43,6 @@ class BundleArgs:
     """bundle folder to write"""
     num_initial: Count = 1000
     """initial latents stored (the paper: ~1,000)"""
-    seed: NonNegative = 0
-    """seed of the choice of episodes when the folder has more than --num-initial"""
     initial_step: NonNegative = 0
     """frame of each episode the dreams start from (episodes that end before it are not used)"""
 

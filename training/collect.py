@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from dreamgym.cli_args import Count, NonNegative, NonNegativeFloat, Probability, parse_args
+from dreamgym.cli_args import Count, NonNegativeFloat, Probability, parse_args
 from dreamgym.controller import Controller
 from dreamgym.data import Episode, episode_path, list_episodes, remove_stale_temps, save_episode
 from dreamgym.envs.latent import LatentObservation, make_latent_env
@@ -45,22 +45,22 @@ from dreamgym.games import GameSpec, get_game
 from dreamgym.locks import exit_if_busy, folder_lock
 from dreamgym.processes import map_on_workers, on_worker_exit
 from dreamgym.ray_pool import RayPool
+from dreamgym.runs import Pooled, Seeded
 
 
 @dataclass(frozen=True)
-class CollectArgs:
+class CollectArgs(Pooled, Seeded):
+    """``--workers``: processes, each with its own game instance; ``--seed``: episode i's seed derives from
+    (seed, i, attempt)."""
+
     game: str = "takecover"
     """game: spec name (takecover, carracing), real env id, or a spec's import path package.module:SPEC"""
     episodes: Count = 100
     """total number of episodes wanted in --out"""
-    workers: Count = 2
-    """worker processes, each with its own game instance"""
     ray_address: str | None = None
     """play on this Ray cluster (auto | HOST:PORT) instead of --workers local processes"""
     out: str = "data/takecover"
     """folder of episode shards"""
-    seed: NonNegative = 0
-    """base seed; episode i's seed derives from (seed, i, attempt)"""
     max_steps: Count | None = None
     """cap on episode length (default: the game's own cap)"""
     exploration: str | None = None

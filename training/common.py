@@ -49,10 +49,10 @@ from dreamgym.checkpoint import (
     save_tensors,
     versions,
 )
-from dreamgym.cli_args import Count, HeldOut, NonNegative, NonNegativeFloat, Positive
+from dreamgym.cli_args import Count, HeldOut, NonNegativeFloat, Positive
 from dreamgym.data import atomic_write, split_holdout
 from dreamgym.devices import resolve_device  # noqa: F401  (re-exported: callers import it from here)
-from dreamgym.runs import check_args, numpy_rng, set_threads
+from dreamgym.runs import Compute, Seeded, check_args, numpy_rng, set_threads
 
 from . import distributed
 
@@ -65,17 +65,12 @@ TB_DIR = "tb"
 
 
 @dataclass(frozen=True)
-class TrainArgs:
-    """Settings every training stage has (stages subclass this with their own fields)."""
+class TrainArgs(Compute, Seeded):
+    """Settings every training stage has (stages subclass this with their own fields); ``--seed`` seeds the
+    initialisation, the data order and the sampling noise."""
 
     out: str = "runs/run"
     """run folder (rerun the same command to resume; a finished run is not retrained)"""
-    device: str = "auto"
-    """cpu, cuda, cuda:N or auto (cuda when available)"""
-    threads: Count | None = None
-    """torch CPU threads (default: torch's own choice)"""
-    seed: NonNegative = 0
-    """seed of initialisation, data order and sampling noise"""
     epochs: Count = 1
     """passes over the training episodes"""
     max_steps: Count | None = None

@@ -28,7 +28,7 @@ from dreamgym.cli_args import Count, parse_args
 from dreamgym.data import list_episodes, load_arrays, load_episode, remove_stale_temps, save_arrays
 from dreamgym.locks import exit_if_busy, folder_lock
 from dreamgym.models.vae import ConvVAE, frames_to_tensor
-from dreamgym.runs import set_threads
+from dreamgym.runs import Compute, set_threads
 from dreamgym.world_model import ARCHITECTURE as WORLD_MODEL_ARCHITECTURE
 from dreamgym.world_model import WorldModel, resolve_bundle
 
@@ -40,17 +40,13 @@ LATENT_KEYS = ("mu", "logvar", "actions", "rewards", "terminated", "truncated")
 
 
 @dataclass(frozen=True)
-class EncodeArgs:
+class EncodeArgs(Compute):
     vae: str = "runs/takecover/vae"
     """V run folder (holds model.safetensors + config.json), or a world-model bundle folder or shipped name"""
     episodes: str = "data/takecover"
     """folder of episode shards"""
     out: str | None = None
     """latent folder (default: <episodes>/../latents/<name of the V folder>)"""
-    device: str = "auto"
-    """cpu, cuda, cuda:N or auto"""
-    threads: Count | None = None
-    """torch CPU threads"""
     batch_size: Count = 512
     """frames encoded per forward pass"""
 

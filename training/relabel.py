@@ -26,27 +26,28 @@ import gymnasium as gym
 import numpy as np
 from tqdm import tqdm
 
-from dreamgym.cli_args import Count, parse_args
+from dreamgym.cli_args import parse_args
 from dreamgym.data import ShardError, list_episodes, load_arrays, update_arrays
 from dreamgym.episodes import play_episode
 from dreamgym.experts import with_expert_settings
 from dreamgym.games import GameSpec, get_game
 from dreamgym.locks import exit_if_busy, folder_lock
 from dreamgym.processes import map_on_workers, on_worker_exit
+from dreamgym.runs import Pooled
 
 from .collect import require_expert
 
 
 @dataclass(frozen=True)
-class RelabelArgs:
+class RelabelArgs(Pooled):
+    """``--workers``: processes replaying episodes."""
+
     game: str = "carracing"
     """game spec name; the game needs a scripted expert (GameSpec.expert)"""
     episodes: str = "data/carracing"
     """folder of episode shards (their seeds and actions are replayed; their expert_actions are rewritten)"""
     latents: str | None = None
     """folder of the latent shards encoded from them: their expert_actions are rewritten too"""
-    workers: Count = 2
-    """processes replaying episodes"""
     expert: str | None = None
     """the expert's settings, a JSON object overriding its defaults (CarRacing: TrackExpert's fields, e.g.
     '{"braking_plan": true}')"""
