@@ -24,7 +24,7 @@ from typing import Any, Generic
 
 from dreamgym.processes import Job, Result, _run_cleanups
 
-SHIPPED = ("agents", "training")
+SHIPPED = ("agents", "training", "recipes")
 """the repository's script packages, not part of the installed wheel: uploaded to the cluster's workers"""
 
 _SETUP: dict[str, Any] = {}  # in a Ray worker: the key of the pool whose initializer ran here

@@ -129,9 +129,9 @@ def test_dagger_plays_its_rounds_on_the_ray_address(tmp_path: Path, monkeypatch:
         calls.append(("evaluate", args.ray_address, args.backend))
         return {"mean": 1.0, "std": 0.0, "episodes": args.episodes}
 
-    monkeypatch.setattr(dagger, "collect", fake_collect)
-    monkeypatch.setattr(dagger, "encode", lambda args: None)
-    monkeypatch.setattr(dagger, "evaluate", fake_evaluate)
+    monkeypatch.setattr(dagger.collect, "collect", fake_collect)
+    monkeypatch.setattr(dagger.encode, "encode", lambda args: None)
+    monkeypatch.setattr(dagger.evaluate, "evaluate", fake_evaluate)
     monkeypatch.setattr(dagger, "episode_returns", lambda *a: [0.0])
     monkeypatch.setattr(DaggerRun, "fit", lambda self, folder: (folder.mkdir(parents=True), {})[1])
     monkeypatch.setattr(dagger, "copy_controller", lambda source, target: None)
