@@ -113,12 +113,15 @@ def test_report_has_every_part_in_range(setup: tuple[Path, Path], tmp_path: Path
     model = WorldModel.load(bundle)
     a = save_controller(tmp_path / "a", model, 3.0, 0)
     b = save_controller(tmp_path / "b", model, 9.0, 1)
+    d = save_controller(tmp_path / "d", model, 0.0, 2)
+    (d / "evaluation_real.json").unlink()  # its real score comes from --scores only
     (tmp_path / "eval_c.json").write_text(json.dumps({"mean": 4.0}))
-    scores = {"b": {"real": 7.0}, "c": {"dream": 2.0, "real": "eval_c.json"}, "only_real": {"real": 1.0}}
+    scores = {"b": {"real": 7.0}, "c": {"dream": 2.0, "real": "eval_c.json"}, "d": {"real": 5.0},
+              "only_real": {"real": 1.0}}
     (tmp_path / "scores.json").write_text(json.dumps(scores))
     args = FidelityArgs(world_model=str(bundle), episodes=str(episodes), out=str(tmp_path / "out"),
                         horizons="1,4,30", starts=3, scores=str(tmp_path / "scores.json"),
-                        controllers=f"a={a},b={b}", dream_episodes=4, threads=1)  # fmt: skip
+                        controllers=f"a={a},b={b},d={d}", dream_episodes=4, threads=1)  # fmt: skip
     report = fidelity(args)
     assert (tmp_path / "out" / PNG_FILE).stat().st_size > 0
     assert json.loads((tmp_path / "out" / JSON_FILE).read_text()) == json.loads(json.dumps(report))
@@ -142,10 +145,11 @@ def test_report_has_every_part_in_range(setup: tuple[Path, Path], tmp_path: Path
     assert 0 <= done["brier"] <= 1 and 0 <= done["base_rate_brier"] <= 1
     assert done["base_rate"] == pytest.approx(5 / done["steps"])  # one death per episode
     scatter = report["dream_vs_real"]
-    assert [p["name"] for p in scatter["points"]] == ["a", "b", "c"] and scatter["n"] == 3
+    assert [p["name"] for p in scatter["points"]] == ["a", "b", "c", "d"] and scatter["n"] == 4
     assert scatter["skipped"] == ["only_real"]
     by_name = {p["name"]: p for p in scatter["points"]}
     assert by_name["a"]["real"] == 3.0 and by_name["b"]["real"] == 7.0  # --scores wins over evaluation_real.json
+    assert by_name["d"]["real"] == 5.0
     assert by_name["c"] == {**by_name["c"], "dream": 2.0, "real": 4.0}
     assert by_name["a"]["dream"] > 0 and by_name["a"]["dream_source"].startswith("scored here")
     assert not scatter["target"]["met"]

@@ -425,7 +425,8 @@ def scatter_report(model: WorldModel, plan: Plan, args: FidelityArgs, tau: float
     for name, folder in tqdm(plan.controllers.items(), desc="fidelity: dream scores", disable=not plan.controllers):
         entry = scores.setdefault(name, {})
         entry["dream"] = score_in_dream(model, folder, args.dream_episodes, tau, args.dream_seed)
-        entry.setdefault("real", Score(evaluation_mean(folder / REAL_EVALUATION), str(folder / REAL_EVALUATION)))
+        if "real" not in entry:  # --scores names it, else the controller's own evaluation
+            entry["real"] = Score(evaluation_mean(folder / REAL_EVALUATION), str(folder / REAL_EVALUATION))
     points = [{"name": name, "dream": e["dream"].value, "real": e["real"].value,
                "dream_source": e["dream"].source, "real_source": e["real"].source}
               for name, e in sorted(scores.items()) if e.keys() == {"dream", "real"}]  # fmt: skip
