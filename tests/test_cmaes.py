@@ -6,6 +6,7 @@ import dataclasses
 import json
 import os
 import pickle
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -481,13 +482,8 @@ def test_ray_backend_retries_an_episode_whose_worker_died(ray_cluster: str, tmp_
     assert (tmp_path / "crashed").exists()
 
 
-def test_missing_ray_names_the_extra() -> None:
-    try:
-        import ray  # noqa: F401
-
-        pytest.skip("ray is installed")
-    except ImportError:
-        pass
+def test_missing_ray_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` raises ImportError, as where it is not installed
     with pytest.raises(ImportError, match=r"dreamgym\[ray\]"):
         RayEvaluator("CartPole-v1", {}, cartpole_config())
 
