@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import math
+import sys
 import types
 import typing
 from dataclasses import dataclass
@@ -85,6 +87,19 @@ def _bounded(convert: Any, bound: Bound, name: str) -> Any:
     return parse
 
 
+def _report_os_error(
+    prog: str, kind: type[BaseException], error: BaseException, tb: types.TracebackType | None
+) -> None:
+    """A command line's uncaught ``OSError`` (disk full, ``--out`` not writable or a file) as one line naming the
+    path; any other exception keeps Python's traceback. The exit status stays 1, and writes are atomic, so
+    nothing partial is left."""
+    if isinstance(error, OSError):
+        where = f"{error.filename}: " if error.filename else ""
+        print(f"{prog}: error: {where}{error.strerror or error}", file=sys.stderr)
+    else:
+        sys.__excepthook__(kind, error, tb)
+
+
 def parse_args(cls: type[T], argv: list[str] | None = None, description: str | None = None) -> T:
     """Parses ``argv`` into an instance of the dataclass ``cls`` (``--some-field VALUE`` per field).
 
@@ -93,6 +108,7 @@ def parse_args(cls: type[T], argv: list[str] | None = None, description: str | N
     """
     hints = typing.get_type_hints(cls, include_extras=True)
     parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sys.excepthook = functools.partial(_report_os_error, parser.prog)
     for field in dataclasses.fields(typing.cast(Any, cls)):  # any dataclass
         kind, optional, bound = _parser_for(hints[field.name])
         choices = typing.get_args(kind) if typing.get_origin(kind) is typing.Literal else None

@@ -163,3 +163,14 @@ def test_a_bad_value_exits_2_from_the_command_line(tmp_path: Path, script_env: d
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1].endswith("error: argument --z-size: must be >= 1, got 0")
     assert "Traceback" not in proc.stderr and not out.exists()
+
+
+def test_an_unwritable_out_is_one_line_naming_the_path(tmp_path: Path, script_env: dict[str, str]) -> None:
+    """--out under a file (or on a full disk, or read-only): the OSError is one line with the path, exit 1."""
+    (tmp_path / "a_file").write_text("x")
+    out = tmp_path / "a_file" / "episodes"
+    argv = [sys.executable, "-m", "training.collect", "--game", "takecover", "--episodes", "1", "--out", str(out)]
+    proc = subprocess.run(argv, cwd=tmp_path, env=script_env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines() == [f"collect.py: error: {out}: Not a directory"]
+    assert (tmp_path / "a_file").read_text() == "x"
