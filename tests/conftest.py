@@ -155,3 +155,12 @@ def ray_cluster() -> Iterator[str]:
             head.wait()
         log.close()
         shutil.rmtree(temp, ignore_errors=True)
+
+
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists and is not a zombie (Linux /proc)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state not in ("Z", "X")

@@ -14,6 +14,7 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 import pytest
+from conftest import process_alive
 
 import training.collect as collect_module
 from dreamgym.controller import Controller, ControllerConfig
@@ -121,14 +122,6 @@ def _children(pid: int) -> set[int]:
     return kids
 
 
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except FileNotFoundError:
-        return False
-    return state not in ("Z", "X")
-
-
 def _assert_same_arrays(a: Path, b: Path) -> None:
     with np.load(a) as x, np.load(b) as y:
         assert sorted(x.files) == sorted(y.files), a.name
@@ -161,7 +154,7 @@ def test_sigkilled_run_resumes_to_the_same_shards(reference_run, tmp_path: Path,
     assert len(workers) >= RUN.workers
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    while any(_alive(w) for w in workers):  # the workers die with the collector, so nothing writes on
+    while any(process_alive(w) for w in workers):  # the workers die with the collector, so nothing writes on
         assert time.monotonic() < deadline, "workers outlived the killed collector"
         time.sleep(0.01)
 

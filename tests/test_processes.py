@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import process_alive
 
 from dreamgym.processes import WorkerPool, map_on_workers
 
@@ -42,14 +43,6 @@ def _misbehave(job: tuple[str, str]) -> str:
     return "unreachable"
 
 
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except FileNotFoundError:
-        return False
-    return state not in ("Z", "X")
-
-
 def _engines(folders: list[Path]) -> list[int]:
     return [int(p.name[len("engine") :]) for f in folders for p in f.glob("engine*")]
 
@@ -57,9 +50,9 @@ def _engines(folders: list[Path]) -> list[int]:
 def _outliving(pids: list[int]) -> list[int]:
     """Those of ``pids`` still alive a few seconds on (a SIGKILL is delivered asynchronously)."""
     deadline = time.monotonic() + 5
-    while any(_alive(pid) for pid in pids) and time.monotonic() < deadline:
+    while any(process_alive(pid) for pid in pids) and time.monotonic() < deadline:
         time.sleep(0.05)
-    return [pid for pid in pids if _alive(pid)]
+    return [pid for pid in pids if process_alive(pid)]
 
 
 def test_every_job_gives_its_result() -> None:
