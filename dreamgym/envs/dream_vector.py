@@ -30,11 +30,9 @@ from dreamgym.envs.dream import (
     load_world_model,
     observation_space,
 )  # fmt: skip
-from dreamgym.envs.rng import check_seed
+from dreamgym.envs.rng import Seeds, spread_seeds
 from dreamgym.games import GAME_KEY
 from dreamgym.world_model import WorldModel
-
-Seeds = int | Sequence[int | None] | None
 
 
 def _env_indices(indices: Any, num_envs: int, device: torch.device) -> torch.Tensor:
@@ -116,7 +114,7 @@ class DreamVectorEnv(VectorEnv):
         rounding of batched matrix products). Settings (obs/done/autoreset modes, step cap, device,
         ``return_tensors``, ``render_mode``) are the same; the world model and M's packed weights are shared,
         nothing is reloaded. This env is left unchanged. Used to stop computing envs that are no longer
-        needed (:func:`agents.rollout.rollout_population`). The new env's ``spec`` is None (``make_vec`` did
+        needed (:func:`dreamgym.episodes.rollout_population`). The new env's ``spec`` is None (``make_vec`` did
         not make it).
         """
         index = _env_indices(indices, self.num_envs, self.device)
@@ -154,19 +152,9 @@ class DreamVectorEnv(VectorEnv):
 
     def _seed_list(self, seed: Seeds) -> list[int | None]:
         """One seed (or None) per env; before the first seeding, None becomes a key from ``np_random``."""
+        seeds = spread_seeds(seed, self.num_envs)
         if isinstance(seed, numbers.Integral) and not isinstance(seed, bool):
-            check_seed(seed)
-            check_seed(int(seed) + self.num_envs - 1)  # env i takes seed + i
             super().reset(seed=int(seed))
-            seeds: list[int | None] = [int(seed) + i for i in range(self.num_envs)]
-        elif seed is None:
-            seeds = [None] * self.num_envs
-        elif isinstance(seed, (Sequence, np.ndarray)) and not isinstance(seed, str):
-            if len(seed) != self.num_envs:
-                raise ValueError(f"reset(seed=...) got {len(seed)} seeds for {self.num_envs} envs")
-            seeds = [None if s is None else check_seed(s) for s in seed]
-        else:
-            raise TypeError(f"seed must be an int, a sequence of {self.num_envs} ints/None, or None; got {seed!r}")
         if not self._seeded:
             fresh = self.np_random.integers(2**63, size=self.num_envs)
             seeds = [int(f) if s is None else s for s, f in zip(seeds, fresh, strict=True)]

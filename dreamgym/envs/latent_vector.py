@@ -15,7 +15,6 @@ import copy
 import functools
 import numbers
 import os
-from collections.abc import Sequence
 from typing import Any
 
 import gymnasium as gym
@@ -27,11 +26,9 @@ from gymnasium.vector.utils import batch_space
 from dreamgym.devices import resolve_device
 from dreamgym.envs.dream import ActionChecker, ObsMode, load_world_model, observation_space
 from dreamgym.envs.latent import LatentCore, ZMode
-from dreamgym.envs.rng import check_seed
+from dreamgym.envs.rng import Seeds, spread_seeds
 from dreamgym.games import FRAME_SHAPE, GAME_KEY, get_game
 from dreamgym.world_model import WorldModel
-
-Seeds = int | Sequence[int | None] | None
 
 
 def make_frame_game(game: str, max_episode_steps: int | None, render_mode: str | None,
@@ -41,20 +38,6 @@ def make_frame_game(game: str, max_episode_steps: int | None, render_mode: str |
     real = spec.make_real_env(max_episode_steps, render_mode=render_mode, **game_kwargs)
     frames = gym.spaces.Box(0, 255, FRAME_SHAPE, np.uint8)
     return gym.wrappers.TransformObservation(real, spec.to_frame, frames)
-
-
-def spread_seeds(seed: Seeds, num_envs: int) -> list[int | None]:
-    """One checked seed (or None) per env: ``s`` -> s + i for env i; a sequence gives each env its own."""
-    if isinstance(seed, numbers.Integral) and not isinstance(seed, bool):
-        check_seed(int(seed) + num_envs - 1)
-        return [check_seed(int(seed) + i) for i in range(num_envs)]
-    if seed is None:
-        return [None] * num_envs
-    if isinstance(seed, (Sequence, np.ndarray)) and not isinstance(seed, str):
-        if len(seed) != num_envs:
-            raise ValueError(f"reset(seed=...) got {len(seed)} seeds for {num_envs} envs")
-        return [None if s is None else check_seed(s) for s in seed]
-    raise TypeError(f"seed must be an int, a sequence of {num_envs} ints/None, or None; got {seed!r}")
 
 
 class LatentVectorEnv(VectorEnv):

@@ -14,6 +14,7 @@ import math
 import numbers
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 
 MASK32 = 0xFFFFFFFF
@@ -44,6 +45,25 @@ def check_seed(seed: object) -> int:
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= int(seed) < SEED_LIMIT:
         raise ValueError(f"a seed must be an integer in [0, 2**64), got {seed!r}")
     return int(seed)
+
+
+Seeds = int | Sequence[int | None] | None
+"""``reset(seed=...)`` of a vector env: one int (env i takes seed + i), one seed or None per env, or None"""
+
+
+def spread_seeds(seed: Seeds, num_envs: int) -> list[int | None]:
+    """One checked seed (or None: the env keeps its stream) per env of a vector env's ``reset(seed=...)``."""
+    if isinstance(seed, numbers.Integral) and not isinstance(seed, bool):
+        check_seed(seed)
+        check_seed(int(seed) + num_envs - 1)  # env i takes seed + i
+        return [int(seed) + i for i in range(num_envs)]
+    if seed is None:
+        return [None] * num_envs
+    if isinstance(seed, (Sequence, np.ndarray)) and not isinstance(seed, str):
+        if len(seed) != num_envs:
+            raise ValueError(f"reset(seed=...) got {len(seed)} seeds for {num_envs} envs")
+        return [None if s is None else check_seed(s) for s in seed]
+    raise TypeError(f"seed must be an int, a sequence of {num_envs} ints/None, or None; got {seed!r}")
 
 
 def seed_keys(seeds: Sequence[int], device: torch.device | str = "cpu") -> torch.Tensor:
