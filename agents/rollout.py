@@ -4,7 +4,7 @@ Every evaluation backend follows one seeding rule, so they give the same episode
 e is env ``k = p * E + e`` and is reset with seed ``seed + k`` (the rule Gymnasium's vector envs apply to
 ``reset(seed=seed)``). :class:`VectorEvaluator` runs a generation of P·E episodes as one VectorEnv of P·E
 envs (a natively batched dream env for dreamgym Dream ids, which stops computing the envs whose episode
-has ended, a ``SyncVectorEnv`` for any other Gymnasium id), computing every action with one einsum;
+has ended, a ``SyncVectorEnv`` for any other Gymnasium id) through :func:`dreamgym.episodes.rollout_population`;
 :func:`score_episode` is the one-env episode the worker pools run (see :mod:`agents.workers`). dreamgym ids
 are registered by ``import dreamgym``, which importing this package does.
 """
@@ -12,7 +12,6 @@ are registered by ``import dreamgym``, which importing this package does.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 import gymnasium as gym
@@ -21,8 +20,7 @@ import torch
 
 from dreamgym.controller import ControllerConfig, population_actions
 from dreamgym.devices import resolve_device
-from dreamgym.envs import DreamVectorEnv
-from dreamgym.episodes import play_episode
+from dreamgym.episodes import Scores, play_episode, rollout_population
 
 
 def derive_seed(*keys: int) -> int:
@@ -56,72 +54,6 @@ def make_vector_env(env_id: str, num_envs: int, env_kwargs: dict[str, Any]) -> g
         return gym.make_vec(env_id, num_envs=num_envs, **env_kwargs)
     # "sync", not a native vector env such as CartPoleVectorEnv: only SyncVectorEnv seeds env k with seed + k
     return gym.make_vec(env_id, num_envs=num_envs, vectorization_mode="sync", **env_kwargs)
-
-
-def _numpy(x: Any) -> np.ndarray:
-    return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
-
-
-@dataclass(frozen=True)
-class Scores:
-    """Outcome of P candidates × E episodes: returns (P, E) float64, lengths (P, E) int64, seeds (P, E)."""
-
-    returns: np.ndarray
-    lengths: np.ndarray
-    seeds: np.ndarray
-
-
-def episode_seeds(seed: int, candidates: int, episodes: int) -> np.ndarray:
-    """(P, E) seeds: episode e of candidate p is env k = p·E + e, seeded ``seed + k``."""
-    return seed + np.arange(candidates * episodes, dtype=np.int64).reshape(candidates, episodes)
-
-
-COMPACT_ABOVE = 8
-"""a dream VectorEnv of more envs than this drops its finished envs once they are a quarter of it"""
-
-
-def rollout_population(envs: gym.vector.VectorEnv, config: ControllerConfig, params: torch.Tensor, episodes: int,
-                       seed: int, compact_above: int | None = COMPACT_ABOVE) -> Scores:  # fmt: skip
-    """Plays every env of ``envs`` (P·E of them) to the end of its first episode.
-
-    Env k acts with candidate ``k // E`` (params (P, n) on the policy's device). With Gymnasium's
-    NEXT_STEP autoreset the step after an episode's end is a reset step, so rewards are counted only until
-    an env is first done; the loop stops as soon as every env has finished one episode.
-
-    Episode lengths are uneven (the longest is often several times the mean), so a :class:`DreamVectorEnv`
-    stops computing the envs that have finished: whenever a quarter of its envs have finished and it has
-    more than ``compact_above`` envs, it is replaced by its :meth:`~DreamVectorEnv.subset` of playing envs,
-    which continue exactly as they would have. The env-steps computed then stay within 4/3 x (the steps
-    played) + ``compact_above`` x (the longest episode); a subset costs less than a step of its batch.
-    ``compact_above=None`` never compacts; any other VectorEnv is always stepped whole.
-    """
-    P, n = len(params), envs.num_envs
-    if n != P * episodes:
-        raise ValueError(f"vector env has {n} envs, expected {P} candidates x {episodes} episodes")
-    compact = compact_above is not None and isinstance(envs, DreamVectorEnv)
-    obs, _ = envs.reset(seed=seed)
-    returns = np.zeros(n, np.float64)
-    lengths = np.zeros(n, np.int64)
-    done = np.zeros(n, bool)
-    rows = np.arange(n)  # env i of ``envs`` is env rows[i] of the population
-    actors, per_actor = params, episodes  # env i of ``envs`` acts with actors[i // per_actor]
-    while not done.all():
-        actions = population_actions(config, actors, obs, per_actor)
-        obs, reward, terminated, truncated, _ = envs.step(actions)
-        playing = ~done[rows]
-        returns[rows] += np.where(playing, _numpy(reward), 0.0)
-        lengths[rows] += playing
-        done[rows] |= _numpy(terminated).astype(bool) | _numpy(truncated).astype(bool)
-        keep = np.flatnonzero(~done[rows])
-        if compact and len(rows) > compact_above and 0 < 4 * len(keep) <= 3 * len(rows):
-            envs, obs, rows = envs.subset(keep), _take_rows(obs, keep), rows[keep]
-            actors, per_actor = params[torch.as_tensor(rows // episodes, device=params.device)], 1
-    return Scores(returns.reshape(P, episodes), lengths.reshape(P, episodes), episode_seeds(seed, P, episodes))
-
-
-def _take_rows(batch: Any, index: np.ndarray) -> Any:
-    """Rows ``index`` of a numpy array or a torch tensor."""
-    return batch[torch.as_tensor(index, device=batch.device)] if isinstance(batch, torch.Tensor) else batch[index]
 
 
 def score_episode(env: gym.Env, config: ControllerConfig, params: np.ndarray, seed: int,

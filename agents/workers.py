@@ -2,7 +2,7 @@
 
 Both run the same jobs (:func:`_play`, on workers set up by :func:`_init_worker`): one episode of a real
 (non-batched) env with one candidate's parameters and one seed, the env built once per worker process and
-reused. Episodes follow the seeding rule of :func:`agents.rollout.episode_seeds`, so every backend scores a
+reused. Episodes follow the seeding rule of :func:`dreamgym.episodes.episode_seeds`, so every backend scores a
 generation identically.
 
 Fault tolerance: a worker that dies (segfault, OOM kill) or takes longer than ``timeout`` seconds on one
@@ -26,10 +26,11 @@ from tqdm import tqdm
 
 from dreamgym.controller import ControllerConfig
 from dreamgym.devices import resolve_device
+from dreamgym.episodes import Scores, episode_seeds
 from dreamgym.processes import WorkerPool, on_worker_exit
 from dreamgym.ray_pool import RayPool
 
-from .rollout import Scores, env_kwargs_for, episode_seeds, make_env, score_episode
+from .rollout import env_kwargs_for, make_env, score_episode
 
 _ENVS: dict[str, gym.Env] = {}
 _TASK: tuple[str, dict[str, Any], ControllerConfig] | None = None

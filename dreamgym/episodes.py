@@ -3,7 +3,7 @@
 Everything that plays single episodes (collecting shards, scoring controllers, recording videos and the dream
 that replays them, replaying episodes to relabel them, scoring SB3 policies) runs :func:`play_episode` and
 records what it needs through the policy (it sees every observation acted on) and the hooks (they see the reset
-and every step's outcome). The batched population rollout (``agents.rollout.rollout_population``) plays many
+and every step's outcome). The batched population rollout (:func:`rollout_population`, here too) plays many
 envs at once and is the one other loop; ``dreamgym.tools.play`` steps one frame per window refresh, across
 episodes and restarts a person asks for, so it keeps its own step.
 """
@@ -15,6 +15,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import gymnasium as gym
+import numpy as np
+import torch
+
+from dreamgym.controller import ControllerConfig, population_actions
+from dreamgym.envs import DreamVectorEnv
 
 Policy = Callable[[Any], Any]
 """observation -> the action the env's ``step`` takes"""
@@ -54,3 +59,71 @@ def play_episode(env: gym.Env, policy: Policy, seed: int, on_step: StepHook | No
         total += float(reward)
         steps += 1
     return EpisodeResult(total, steps, bool(terminated), bool(truncated))
+
+
+def _numpy(x: Any) -> np.ndarray:
+    return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+
+
+@dataclass(frozen=True)
+class Scores:
+    """Outcome of P candidates × E episodes: returns (P, E) float64, lengths (P, E) int64, seeds (P, E)."""
+
+    returns: np.ndarray
+    lengths: np.ndarray
+    seeds: np.ndarray
+
+
+def episode_seeds(seed: int, candidates: int, episodes: int) -> np.ndarray:
+    """(P, E) seeds: episode e of candidate p is env k = p·E + e, seeded ``seed + k``."""
+    return seed + np.arange(candidates * episodes, dtype=np.int64).reshape(candidates, episodes)
+
+
+COMPACT_ABOVE = 8
+"""a dream VectorEnv of more envs than this drops its finished envs once they are a quarter of it"""
+
+
+def rollout_population(envs: gym.vector.VectorEnv, config: ControllerConfig, params: torch.Tensor, episodes: int,
+                       seed: int, compact_above: int | None = COMPACT_ABOVE) -> Scores:  # fmt: skip
+    """Plays every env of ``envs`` (P·E of them) to the end of its first episode.
+
+    Env k acts with candidate ``k // E`` (params (P, n) on the policy's device). With Gymnasium's
+    NEXT_STEP autoreset the step after an episode's end is a reset step, so rewards are counted only until
+    an env is first done; the loop stops as soon as every env has finished one episode.
+
+    Episode lengths are uneven (the longest is often several times the mean), so a :class:`DreamVectorEnv`
+    stops computing the envs that have finished: whenever a quarter of its envs have finished and it has
+    more than ``compact_above`` envs, it is replaced by its :meth:`~DreamVectorEnv.subset` of playing envs,
+    which continue exactly as they would have. The env-steps computed then stay within 4/3 x (the steps
+    played) + ``compact_above`` x (the longest episode); a subset costs less than a step of its batch.
+    ``compact_above=None`` never compacts; any other VectorEnv is always stepped whole.
+    """
+    P, n = len(params), envs.num_envs
+    if n != P * episodes:
+        raise ValueError(f"vector env has {n} envs, expected {P} candidates x {episodes} episodes")
+    # the size above which finished envs are dropped; only a DreamVectorEnv can drop them
+    limit = compact_above if isinstance(envs, DreamVectorEnv) else None
+    obs, _ = envs.reset(seed=seed)
+    returns = np.zeros(n, np.float64)
+    lengths = np.zeros(n, np.int64)
+    done = np.zeros(n, bool)
+    rows = np.arange(n)  # env i of ``envs`` is env rows[i] of the population
+    actors, per_actor = params, episodes  # env i of ``envs`` acts with actors[i // per_actor]
+    while not done.all():
+        actions = population_actions(config, actors, obs, per_actor)
+        obs, reward, terminated, truncated, _ = envs.step(actions)
+        playing = ~done[rows]
+        returns[rows] += np.where(playing, _numpy(reward), 0.0)
+        lengths[rows] += playing
+        done[rows] |= _numpy(terminated).astype(bool) | _numpy(truncated).astype(bool)
+        keep = np.flatnonzero(~done[rows])
+        if limit is not None and len(rows) > limit and 0 < 4 * len(keep) <= 3 * len(rows):
+            assert isinstance(envs, DreamVectorEnv)  # limit is set only for them
+            envs, obs, rows = envs.subset(keep), _take_rows(obs, keep), rows[keep]
+            actors, per_actor = params[torch.as_tensor(rows // episodes, device=params.device)], 1
+    return Scores(returns.reshape(P, episodes), lengths.reshape(P, episodes), episode_seeds(seed, P, episodes))
+
+
+def _take_rows(batch: Any, index: np.ndarray) -> Any:
+    """Rows ``index`` of a numpy array or a torch tensor."""
+    return batch[torch.as_tensor(index, device=batch.device)] if isinstance(batch, torch.Tensor) else batch[index]

@@ -24,12 +24,13 @@ import agents.cmaes as cmaes
 from agents.backends import make_evaluator
 from agents.cmaes import TrainArgs, penalised_costs, run_dir, train
 from agents.evaluate import EvalArgs, evaluate
-from agents.rollout import Scores, VectorEvaluator, episode_seeds, make_vector_env, rollout_population
+from agents.rollout import VectorEvaluator, make_vector_env
 from agents.runlog import COLUMNS, read_csv
 from agents.workers import PoolEvaluator, RayEvaluator
 from dreamgym.checkpoint import CheckpointError
 from dreamgym.controller import Controller, ControllerConfig
 from dreamgym.envs import DreamVectorEnv
+from dreamgym.episodes import Scores, episode_seeds, rollout_population
 
 CARTPOLE_KW = {"max_episode_steps": 100}
 

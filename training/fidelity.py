@@ -43,9 +43,10 @@ from tqdm import tqdm
 from dreamgym.checkpoint import CheckpointError, load_json, save_json, versions
 from dreamgym.cli_args import parse_args
 from dreamgym.controller import CONFIG_FILE as CONTROLLER_FILE
-from dreamgym.controller import Controller, population_actions
+from dreamgym.controller import Controller
 from dreamgym.data import ShardError, atomic_write, list_episodes, load_episode
 from dreamgym.envs import DreamVectorEnv
+from dreamgym.episodes import rollout_population
 from dreamgym.fidelity import (
     brier,
     expected_length,
@@ -409,14 +410,10 @@ def score_in_dream(model: WorldModel, folder: Path, episodes: int, tau: float, s
                           device=model.device, return_tensors=True)  # fmt: skip
     controller.config.check_env(envs, f"controller {folder}")
     params = torch.from_numpy(controller.params)[None].to(model.device)
-    obs, _ = envs.reset(seed=seed)
-    returns, done = np.zeros(episodes), np.zeros(episodes, bool)
-    while not done.all():
-        obs, reward, terminated, truncated, _ = envs.step(population_actions(controller.config, params, obs, episodes))
-        returns += np.where(done, 0.0, reward.cpu().numpy())
-        done |= (terminated | truncated).cpu().numpy()
+    with torch.no_grad():
+        scores = rollout_population(envs, controller.config, params, episodes, seed)
     envs.close()
-    return Score(float(returns.mean()), f"scored here: {episodes} dreams at tau {tau} from seed {seed}")
+    return Score(float(scores.returns.mean()), f"scored here: {episodes} dreams at tau {tau} from seed {seed}")
 
 
 def scatter_report(model: WorldModel, plan: Plan, args: FidelityArgs, tau: float) -> dict[str, Any]:
