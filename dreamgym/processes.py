@@ -104,7 +104,11 @@ def _serve(conn: Connection, fn: Callable[[Any], Any], initializer: Callable[...
 
 
 def _job_error(exc: bytes | None, trace: str) -> BaseException:
-    """The exception a job raised in a worker, with the worker's traceback as its cause."""
+    """The exception a job raised in a worker, with the worker's traceback as its cause.
+
+    ``exc`` comes from this pool's own worker over its pipe (which pickles every message anyway), never from
+    disk; it is pickled apart from the message so that an exception that cannot be rebuilt here degrades to a
+    RuntimeError carrying the traceback instead of breaking the pipe."""
     try:
         err = pickle.loads(exc) if exc is not None else None
     except Exception:
