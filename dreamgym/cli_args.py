@@ -53,6 +53,8 @@ Probability = Annotated[float, Bound(0, 1)]
 """a share or probability: in [0, 1]"""
 HeldOut = Annotated[float, Bound(0, 1, high_open=True)]
 """a held-out fraction: in [0, 1)"""
+DropRate = Annotated[float, Bound(0, 1, high_open=True)]
+"""a dropout rate: in [0, 1)"""
 
 
 def _parser_for(tp: Any) -> tuple[Any, bool, Bound | None]:

@@ -109,9 +109,16 @@ class GameSpec:
     replay_game: Callable[..., gym.Env] | None = None
 
     def make_real_env(self, max_episode_steps: int | None = None, **kwargs: Any) -> gym.Env:
-        """The real game with its step cap (``max_episode_steps`` overrides the spec's)."""
+        """The real game under one ``TimeLimit``: the spec's cap, or ``max_episode_steps`` if lower (the cap is the
+        game's; a larger value is cut to it, with a warning). A ``TimeLimit`` the game's own registration put
+        outermost is replaced, not stacked."""
         env = self.make_game(**kwargs)
-        limit = max_episode_steps or self.max_episode_steps
+        if isinstance(env, gym.wrappers.TimeLimit):
+            env = env.env
+        limit = self.max_episode_steps if max_episode_steps is None else max_episode_steps
+        if limit > self.max_episode_steps:
+            gym.logger.warn(f"max_episode_steps={limit} is above {self.name}'s cap of {self.max_episode_steps} steps")
+            limit = self.max_episode_steps
         return gym.wrappers.TimeLimit(env, max_episode_steps=limit)
 
 

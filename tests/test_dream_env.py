@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from pathlib import Path
 
 import gymnasium as gym
@@ -141,7 +142,7 @@ def test_done_modes(p: float, threshold_done: bool) -> None:
     threshold = DreamEnv(model, done_mode="threshold", max_episode_steps=50)
     threshold.reset(seed=0)
     assert threshold.step(1)[2] is threshold_done
-    sampled = DreamEnv(model, max_episode_steps=10_000)
+    sampled = DreamEnv(model)
     lengths = []
     for seed in range(300):
         sampled.reset(seed=seed)
@@ -260,3 +261,28 @@ def test_bad_constructor_arguments_raise(tmp_path: Path) -> None:
 def test_missing_bundle_says_how_to_get_one(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match=r"world_model=.*recipes\.pipeline"):
         gym.make("dreamgym/TakeCoverDream-v0", world_model=str(tmp_path / "nothing_here"))
+
+
+@pytest.mark.parametrize("limit,expected", [(7, 7), (2200, 2100)])
+def test_make_and_make_vec_truncate_where_max_episode_steps_and_the_game_cap_allow(
+    limit: int, expected: int, tmp_path: Path
+) -> None:
+    """gym.make wraps TimeLimit(N), make_vec hands N to the vector env: both end at min(N, the game's cap)."""
+    folder = tmp_path / "never_done"
+    with_done_probability(make_tiny_world_model(), 0.0).save(folder)
+    env = gym.make("dreamgym/TakeCoverDream-v0", world_model=str(folder), max_episode_steps=limit)
+    env.reset(seed=0)
+    steps, truncated = 0, False
+    while not truncated:
+        truncated = env.step(1)[3]
+        steps += 1
+    assert steps == expected and env.spec.max_episode_steps == limit
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        envs = gym.make_vec("dreamgym/TakeCoverDream-v0", 2, world_model=str(folder), max_episode_steps=limit,
+                            device="cpu")  # fmt: skip
+    assert any("above takecover's cap" in str(w.message) for w in caught) == (limit > expected)
+    envs.reset(seed=0)
+    for step in range(1, expected + 1):
+        truncated_vec = envs.step(np.ones(2, dtype=np.int64))[3]
+        assert truncated_vec.all() == (step == expected)

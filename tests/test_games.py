@@ -176,3 +176,22 @@ def test_missing_game_package_names_what_to_install(monkeypatch, spec, module: s
         spec.make_real_env()
     assert isinstance(info.value, ImportError)
     assert spec.package in str(info.value)
+
+
+@pytest.mark.parametrize("game", GAME_NAMES)
+def test_the_real_game_has_one_time_limit_that_can_only_lower_its_cap(game: str) -> None:
+    import gymnasium as gym
+
+    def limits(env: gym.Env) -> list[int]:
+        found = []
+        while isinstance(env, gym.Wrapper):
+            if isinstance(env, gym.wrappers.TimeLimit):
+                found.append(env._max_episode_steps)
+            env = env.env
+        return found
+
+    spec = get_game(game)
+    assert limits(spec.make_real_env()) == [spec.max_episode_steps]
+    assert limits(spec.make_real_env(50)) == [50]
+    with pytest.warns(UserWarning, match="above"):
+        assert limits(spec.make_real_env(spec.max_episode_steps + 1)) == [spec.max_episode_steps]

@@ -346,6 +346,11 @@ def test_mdnrnn_init_from_continues_the_parent_and_keeps_its_heldout_episodes(la
     other = dataclasses.replace(child, out=str(tmp_path / "other"), hidden_size=8)
     with pytest.raises(CheckpointError, match="--init-from .* differs"):
         build_mdnrnn(other, tmp_path / "other", torch.device("cpu"))
+    # dropout has no weights: a child may add it to its parent's M
+    dropped = build_mdnrnn(dataclasses.replace(child, out=str(tmp_path / "dropped"), dropout=0.2),
+                           tmp_path / "dropped", torch.device("cpu"))  # fmt: skip
+    assert dropped.config.dropout == 0.2
+    assert tensors_equal(dropped.model.state_dict(), load_mdnrnn(parent.out).state_dict())
 
 
 def test_mdnrnn_init_from_a_bundle_starts_from_its_m_and_bundle_keeps_its_v(

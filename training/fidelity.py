@@ -101,6 +101,8 @@ class FidelityArgs:
     """dream episodes per controller of --controllers"""
     dream_seed: int = 2_000_000
     """dream episode k is played from seed dream_seed + k (the project's dream evaluation seeds)"""
+    dropout: float | None = None
+    """dropout rate of the dream scoring --controllers (default: the rate M was trained with)"""
     seed: int = 0
     """seed of the start steps and of the open-loop samples"""
     device: str = "cpu"
@@ -403,17 +405,20 @@ def obs_mode_for(controller: Controller, model: WorldModel) -> str:
 
 
 @torch.inference_mode()
-def score_in_dream(model: WorldModel, folder: Path, episodes: int, tau: float, seed: int) -> Score:
+def score_in_dream(model: WorldModel, folder: Path, episodes: int, tau: float, seed: int,
+                   dropout: float | None = None) -> Score:  # fmt: skip
     """Mean return of the controller in ``folder`` over ``episodes`` dreams (episode k from seed + k)."""
     controller = Controller.load(folder)
     envs = DreamVectorEnv(episodes, model, temperature=tau, obs_mode=obs_mode_for(controller, model),  # type: ignore[arg-type]
-                          device=model.device, return_tensors=True)  # fmt: skip
+                          device=model.device, dropout=dropout, return_tensors=True)  # fmt: skip
     controller.config.check_env(envs, f"controller {folder}")
     params = torch.from_numpy(controller.params)[None].to(model.device)
     with torch.no_grad():
         scores = rollout_population(envs, controller.config, params, episodes, seed)
+    dropped = envs.core.dropout
     envs.close()
-    return Score(float(scores.returns.mean()), f"scored here: {episodes} dreams at tau {tau} from seed {seed}")
+    source = f"scored here: {episodes} dreams at tau {tau}, dropout {dropped:g}, from seed {seed}"
+    return Score(float(scores.returns.mean()), source)
 
 
 def scatter_report(model: WorldModel, plan: Plan, args: FidelityArgs, tau: float) -> dict[str, Any]:
@@ -421,7 +426,7 @@ def scatter_report(model: WorldModel, plan: Plan, args: FidelityArgs, tau: float
     scores = {name: dict(entry) for name, entry in plan.scores.items()}
     for name, folder in tqdm(plan.controllers.items(), desc="fidelity: dream scores", disable=not plan.controllers):
         entry = scores.setdefault(name, {})
-        entry["dream"] = score_in_dream(model, folder, args.dream_episodes, tau, args.dream_seed)
+        entry["dream"] = score_in_dream(model, folder, args.dream_episodes, tau, args.dream_seed, args.dropout)
         if "real" not in entry:  # --scores names it, else the controller's own evaluation
             entry["real"] = Score(evaluation_mean(folder / REAL_EVALUATION), str(folder / REAL_EVALUATION))
     points = [{"name": name, "dream": e["dream"].value, "real": e["real"].value,

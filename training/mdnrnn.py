@@ -37,6 +37,7 @@ rerunning the command. See :mod:`training.distributed`.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -47,7 +48,7 @@ import numpy as np
 import torch
 
 from dreamgym.checkpoint import CheckpointError, load_json
-from dreamgym.cli_args import Count, Positive, parse_args
+from dreamgym.cli_args import Count, DropRate, Positive, parse_args
 from dreamgym.data import list_episodes, pad_episodes
 from dreamgym.games import get_game
 from dreamgym.models.mdnrnn import MDNRNN, MDNRNNConfig, mixture_nll
@@ -91,6 +92,8 @@ class MDNRNNArgs(TrainArgs):
     """Gaussians per latent dimension"""
     done_pos_weight: Positive = 10.0
     """positive class weight of the done BCE (the paper's TakeCover: 10)"""
+    dropout: DropRate = 0.0
+    """dropout on h before M's heads, in [0, 1); the dream then samples masks at this rate by default"""
     seq_len: Count = 1000
     """steps per training row, from the episode start; longer episodes are cut"""
     batch_size: Count = 32
@@ -263,14 +266,14 @@ def build(args: MDNRNNArgs, out: Path, device: torch.device) -> Trainable:
     train_paths, held_paths = frozen_split(out, paths, args.holdout, args.seed, args.max_episodes)
     train, held = load_series(train_paths, args.seq_len), load_series(held_paths, args.seq_len)
     overrides: dict[str, Any] = {"z_size": train[0].mu.shape[1], "num_mixtures": args.num_mixtures,
-                                 "done_pos_weight": args.done_pos_weight}  # fmt: skip
+                                 "done_pos_weight": args.done_pos_weight, "dropout": args.dropout}  # fmt: skip
     if args.hidden_size is not None:
         overrides["hidden_size"] = args.hidden_size
     config = WorldModelConfig.for_game(args.game, **overrides).mdnrnn
     model = seeded_module(lambda: MDNRNN(config), args.seed).to(device)
     if args.init_from is not None:
         parent = load_parent(args.init_from)
-        if parent.config != config:
+        if dataclasses.replace(parent.config, dropout=config.dropout) != config:  # dropout has no weights
             raise CheckpointError(f"--init-from {args.init_from}: its M config {parent.config} differs from {config}")
         model.load_state_dict(parent.state_dict())
     else:

@@ -15,6 +15,14 @@ Rules (the same in both envs):
   softmax(log_pi / tau), Gaussian noise scaled by sqrt(tau)).
 - Done: terminated ~ Bernoulli(p) with p = M's calibrated done probability (``done_mode="sample"``), or
   terminated = p > 0.5 (``done_mode="threshold"``). Truncated once ``max_episode_steps`` steps are taken.
+- Cap: the game's step cap, as in the real game (TakeCover 2,100 steps; a bundle whose dreams start at frame
+  ``initial_step`` caps them at 2,100 minus that). ``max_episode_steps`` can lower it, never raise it: the real
+  engine ends its episodes there whatever a ``TimeLimit`` says, and M never saw later steps. So
+  ``gymnasium.make(id, max_episode_steps=N)`` (Gymnasium's ``TimeLimit(N)`` around the env) and
+  ``gymnasium.make_vec(id, max_episode_steps=N)`` (N handed to the vector env) both truncate at min(N, cap).
+- Dropout (``dropout`` p > 0, default: the rate M was trained with, 0 for most): each step, M's heads read h
+  through a fresh dropout mask, so every step comes from another sub-network of M (an implicit ensemble; see
+  :mod:`dreamgym.models.mdnrnn`). The masks come from the same seeded draw, so episodes stay reproducible.
 - Reward: ``survival`` games give +1.0 for every step including the terminal one (the return equals the
   episode length, as in VizDoom TakeCover); ``predicted`` games give M's reward head for the transition.
 - Randomness: one counter-based draw (:mod:`dreamgym.envs.rng`) per reset or step per env, keyed by the
@@ -36,7 +44,7 @@ import torch
 from dreamgym.devices import resolve_device
 from dreamgym.envs.rng import CounterRNG, box_muller, check_seed, seed_keys
 from dreamgym.games import GAME_KEY, GameSpec, get_game
-from dreamgym.models.mdnrnn import FusedStep, check_temperature, sample_from_logits
+from dreamgym.models.mdnrnn import FusedStep, check_dropout, check_temperature, sample_from_logits
 from dreamgym.models.vae import tensor_to_frames
 from dreamgym.world_model import WorldModel
 
@@ -161,25 +169,33 @@ class DreamCore:
 
     State: z (N, Z), h and c (N, H), restart flags (N,), steps taken (N,), temperatures tau (N,), and the
     counter-based generator. Each :meth:`reset` or :meth:`step` takes one draw of Z + 2*ceil(Z/2) + 1
-    uniforms per env: Z pick mixture components, 2*ceil(Z/2) give normals (Box-Muller), the last decides
-    done on a step or picks the initial latent on a reset.
+    uniforms per env: Z pick mixture components, 2*ceil(Z/2) give normals (Box-Muller), the next decides
+    done on a step or picks the initial latent on a reset; with ``dropout`` > 0, H more give the step's
+    dropout mask (the first lanes, and so a dream without dropout, are unchanged by them).
 
     The state lives in M's :class:`~dreamgym.models.mdnrnn.FusedStep`, which updates it in place; ``z``,
     ``h``, ``c`` and ``restart`` are views of it (assigning to ``z`` copies into it).
     """
 
     def __init__(self, model: WorldModel, num_envs: int, temperature: float | Any | None, obs_mode: str,
-                 max_episode_steps: int | None, done_mode: str) -> None:  # fmt: skip
+                 max_episode_steps: int | None, done_mode: str, dropout: float | None = None) -> None:  # fmt: skip
         """``temperature`` defaults to the game's, ``max_episode_steps`` to the game's cap minus the bundle's
-        ``initial_step`` (None)."""
+        ``initial_step``, ``dropout`` to the rate M was trained with (None)."""
         check_obs_mode(obs_mode)
         game = model.game
-        if max_episode_steps is None:
-            max_episode_steps = game.max_episode_steps - model.initial_step
+        cap = game.max_episode_steps - model.initial_step
         if done_mode not in DONE_MODES:
             raise ValueError(f"done_mode must be one of {DONE_MODES}, got {done_mode!r}")
+        dropout = model.config.mdnrnn.dropout if dropout is None else dropout
+        check_dropout(dropout)
+        if max_episode_steps is None:
+            max_episode_steps = cap
         if isinstance(max_episode_steps, bool) or not isinstance(max_episode_steps, int) or max_episode_steps < 1:
             raise ValueError(f"max_episode_steps must be a positive integer, got {max_episode_steps!r}")
+        if max_episode_steps > cap:
+            gym.logger.warn(f"max_episode_steps={max_episode_steps} is above {game.name}'s cap: its dreams end "
+                            f"after {cap} steps, as the real game does")  # fmt: skip
+            max_episode_steps = cap
         if isinstance(num_envs, bool) or not isinstance(num_envs, int) or num_envs < 1:
             raise ValueError(f"num_envs must be a positive integer, got {num_envs!r}")
         self.model, self.game = model, game
@@ -187,8 +203,9 @@ class DreamCore:
         self.max_episode_steps = max_episode_steps
         self.device = model.device
         cfg = model.config.mdnrnn
-        self.z_size = cfg.z_size
-        self.rng = CounterRNG(num_envs, cfg.z_size + 2 * math.ceil(cfg.z_size / 2) + 1, self.device)
+        self.z_size, self.dropout = cfg.z_size, float(dropout)
+        self._lanes = cfg.z_size + 2 * math.ceil(cfg.z_size / 2) + 1  # lanes of a draw before the dropout mask
+        self.rng = CounterRNG(num_envs, self._lanes + (cfg.hidden_size if dropout > 0 else 0), self.device)
         with torch.inference_mode():
             self._cell = FusedStep(model.mdnrnn, num_envs)  # holds z, h, action, restart and c
             restart = self._cell.restart  # a view of the state buffer when M has the restart input, else None
@@ -256,10 +273,11 @@ class DreamCore:
         with torch.inference_mode():
             self.rng.seed(seed_keys(seeds, self.device), mask)
 
-    def _draw(self, advance: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(component uniforms (N, Z), normals (N, Z), last uniform (N,)) of one draw."""
-        u = self.rng.draw(advance)
-        return u[:, : self.z_size], box_muller(u[:, self.z_size : -1])[:, : self.z_size], u[:, -1]
+    def _draw(self, advance: torch.Tensor | None = None
+              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
+        """(component uniforms (N, Z), normals (N, Z), done/pick uniform (N,), mask uniforms (N, H or 0)) of a draw."""
+        u, n = self.rng.draw(advance), self._lanes
+        return u[:, : self.z_size], box_muller(u[:, self.z_size : n - 1])[:, : self.z_size], u[:, n - 1], u[:, n:]
 
     def _start(self, mask: torch.Tensor | None, noise: torch.Tensor, pick: torch.Tensor) -> None:
         """New episodes in the envs of ``mask`` (all if None) from a draw's normals (N, Z) and uniforms (N,).
@@ -294,7 +312,7 @@ class DreamCore:
     @torch.inference_mode()
     def reset(self, mask: torch.Tensor | None = None) -> None:
         """New episodes in the envs of ``mask`` (all if None), one draw each."""
-        _, noise, pick = self._draw(mask)
+        _, noise, pick, _ = self._draw(mask)
         self._start(mask, noise, pick)
 
     @torch.inference_mode()
@@ -305,9 +323,12 @@ class DreamCore:
         Envs in ``autoreset`` (N,) bool start a new episode instead, from this step's draw (Gymnasium's
         NEXT_STEP autoreset): their action is ignored, reward 0, not terminated or truncated.
         """
-        component, noise, last = self._draw()
+        component, noise, last, keep = self._draw()
         self._cell.action.copy_(action)
-        out = self._cell()  # h and c updated in place
+        head_mask = None
+        if self.dropout > 0:  # keep a unit with probability 1 - p, scaled by 1 / (1 - p)
+            head_mask = keep.ge_(self.dropout).mul_(1.0 / (1.0 - self.dropout))
+        out = self._cell(head_mask)  # h and c updated in place
         self.z.copy_(sample_from_logits(out.logits, out.mu, out.log_sigma, self.tau, component, noise))
         p_done = self.model.mdnrnn.done_probability(out.done_logit)
         terminated = last < p_done if self.done_mode == "sample" else p_done > 0.5
@@ -349,8 +370,12 @@ class DreamEnv(gym.Env[np.ndarray, Any]):
             also a settable attribute.
         obs_mode: ``zh`` (default), ``zch`` (the paper's TakeCover controller input) or ``z``.
         device: ``cpu`` (default), ``cuda`` or ``auto``.
-        max_episode_steps: step cap (default: the game's, 2100 for TakeCover).
+        max_episode_steps: step cap (default and most: the game's, 2100 for TakeCover; see the module docstring).
         done_mode: ``sample`` (done ~ Bernoulli(p), default) or ``threshold`` (done = p > 0.5).
+        dropout: p in [0, 1): M's heads read h through a fresh dropout mask every step, an ensemble of
+            sub-networks a controller cannot exploit one member of (default: the rate M was trained with,
+            which is 0 unless ``training.mdnrnn --dropout`` was given; on an M trained without dropout it only
+            adds noise).
         render_mode: None or ``rgb_array`` (V's decoding of z, (64, 64, 3) uint8).
 
     Example:
@@ -362,11 +387,11 @@ class DreamEnv(gym.Env[np.ndarray, Any]):
 
     def __init__(self, world_model: str | os.PathLike | WorldModel | None = None, *, game: str | None = None,
                  temperature: float | None = None, obs_mode: ObsMode = "zh", device: str | torch.device = "cpu",
-                 max_episode_steps: int | None = None, done_mode: DoneMode = "sample",
+                 max_episode_steps: int | None = None, done_mode: DoneMode = "sample", dropout: float | None = None,
                  render_mode: str | None = None) -> None:  # fmt: skip
         model = load_world_model(world_model, game, resolve_device(device))
         self.game: GameSpec = model.game
-        self.core = DreamCore(model, 1, temperature, obs_mode, max_episode_steps, done_mode)
+        self.core = DreamCore(model, 1, temperature, obs_mode, max_episode_steps, done_mode, dropout)
         self.observation_space = observation_space(model, obs_mode)
         self.action_space = copy.deepcopy(self.game.action_space)
         self.metadata = {**self.metadata, "render_fps": self.game.render_fps, GAME_KEY: self.game.name}

@@ -55,7 +55,7 @@ class DreamVectorEnv(VectorEnv):
 
     Args:
         num_envs: N.
-        world_model, game, obs_mode, max_episode_steps, done_mode, render_mode: as :class:`DreamEnv`
+        world_model, game, obs_mode, max_episode_steps, done_mode, dropout, render_mode: as :class:`DreamEnv`
             (``render()`` gives (N, 64, 64, 3) uint8).
         temperature: one tau for all envs or a length-N sequence / tensor; also a settable attribute
             (reads back as an (N,) array).
@@ -82,13 +82,14 @@ class DreamVectorEnv(VectorEnv):
     def __init__(self, num_envs: int = 1, world_model: str | os.PathLike | WorldModel | None = None, *,
                  game: str | None = None, temperature: float | Sequence[float] | torch.Tensor | None = None,
                  obs_mode: ObsMode = "zh", device: str | torch.device = "auto", max_episode_steps: int | None = None,
-                 done_mode: DoneMode = "sample", autoreset_mode: AutoresetMode | str = AutoresetMode.NEXT_STEP,
+                 done_mode: DoneMode = "sample", dropout: float | None = None,
+                 autoreset_mode: AutoresetMode | str = AutoresetMode.NEXT_STEP,
                  return_tensors: bool = False, render_mode: str | None = None) -> None:  # fmt: skip
         mode = AutoresetMode(autoreset_mode)
         if mode not in (AutoresetMode.NEXT_STEP, AutoresetMode.SAME_STEP):
             raise ValueError(f"autoreset_mode must be NEXT_STEP or SAME_STEP, got {mode}")
         model = load_world_model(world_model, game, resolve_device(device))
-        core = DreamCore(model, num_envs, temperature, obs_mode, max_episode_steps, done_mode)
+        core = DreamCore(model, num_envs, temperature, obs_mode, max_episode_steps, done_mode, dropout)
         self._setup(core, mode, check_render_mode(render_mode, self.metadata["render_modes"]), bool(return_tensors))
         self._seeded = False
         self._autoreset: torch.Tensor | None = None  # (N,) envs to reset at the next step; None before reset

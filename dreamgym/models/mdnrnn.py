@@ -5,6 +5,11 @@ and single-step stepping (:meth:`MDNRNN.step`, one fused ``lstm_cell`` for B env
 same step with packed weights and preallocated buffers for the dream's hot loop).
 The mixture, reward and done heads are separate linear layers on h.
 
+Dropout (``MDNRNNConfig.dropout``, p): in training, a fresh mask on h before the heads at every step (the
+recurrence itself is untouched). The dream can keep sampling such masks (``DreamEnv(dropout=p)``), so each
+step comes from another member of the implicit ensemble of sub-networks and a controller cannot exploit one
+model's errors (Dropout's Dream Land, Wellmer & Kwok 2021).
+
 Done calibration: the done head is trained with BCE whose positive class is weighted by
 ``done_pos_weight`` (w). Such a head's sigmoid overestimates the probability by the odds factor w, so
 :meth:`MDNRNN.done_probability` returns ``sigmoid(logit - log w)``, the calibrated probability the dream
@@ -40,11 +45,14 @@ class MDNRNNConfig:
     reward_head: bool = True
     done_head: bool = True
     done_pos_weight: float = 10.0
+    dropout: float = 0.0
+    """probability that training drops each unit of h before the heads (0: none)"""
 
     def __post_init__(self) -> None:
         for name in ("z_size", "action_dim", "hidden_size", "num_mixtures"):
             check_number(name, getattr(self, name), 1, integer=True)
         check_number("done_pos_weight", self.done_pos_weight, 0, exclusive=True)
+        check_dropout(self.dropout)
 
     @property
     def input_size(self) -> int:
@@ -59,6 +67,12 @@ class MDNOutput(NamedTuple):
     log_sigma: torch.Tensor  # (..., Z, K)
     reward: torch.Tensor  # (...,) predicted reward (zeros without a reward head)
     done_logit: torch.Tensor  # (...,) done logit (very negative without a done head)
+
+
+def check_dropout(p: float, name: str = "dropout") -> None:
+    """Raises ValueError unless ``p`` is a number in [0, 1)."""
+    if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= p < 1.0:
+        raise ValueError(f"{name} must be a number in [0, 1), got {p!r}")
 
 
 def check_temperature(temperature: float | torch.Tensor) -> None:
@@ -107,9 +121,12 @@ class MDNRNN(nn.Module):
         """Sequence pass: z (B, T, Z), action (B, T, A), restart (B, T) -> heads for every step, final state.
 
         The output at step t predicts z[t+1], the reward of the transition t -> t+1 and whether it ended
-        the episode. ``state=None`` starts from h = c = 0 (an episode start).
+        the episode. ``state=None`` starts from h = c = 0 (an episode start). In training mode the heads see
+        h through dropout (``config.dropout``); the returned state never does.
         """
         h, state = self.lstm(self.inputs(z, action, restart), state)
+        if self.config.dropout > 0:
+            h = F.dropout(h, self.config.dropout, self.training)
         return self.heads(h), state
 
     def initial_state(self, batch: int, device: torch.device | str | None = None) -> LSTMState:
@@ -218,6 +235,7 @@ class FusedStep:
         self.restart = self.xh[:, -1] if cfg.restart_flag else None
         self._gates = weight.new_empty(batch, 4 * h)
         self._heads = weight.new_empty(batch, 3 * k * z + 2)
+        self._dropped: torch.Tensor | None = None  # [h * mask, 1] (B, H + 1), made on the first masked step
         self._zeros, self._never = weight.new_zeros(batch), weight.new_full((batch,), -30.0)
         self._params = model.step_parameters()
         self._key: list[tuple[int, int]] = []
@@ -256,8 +274,12 @@ class FusedStep:
             cell._w_gates, cell._w_heads, cell._key = self._w_gates, self._w_heads, self._key
         return cell
 
-    def __call__(self) -> StepHeads:
-        """One step from [z, h, action(, restart)]: updates h (in ``xh``) and ``c`` in place; returns the heads."""
+    def __call__(self, head_mask: torch.Tensor | None = None) -> StepHeads:
+        """One step from [z, h, action(, restart)]: updates h (in ``xh``) and ``c`` in place; returns the heads.
+
+        ``head_mask`` (B, H): the heads read h * head_mask (a dropout mask, already scaled by 1 / (1 - p));
+        the state keeps the unmasked h.
+        """
         self._pack()
         z, h, k = self._sizes
         gates = torch.mm(self.xh, self._w_gates, out=self._gates)  # (B, 4H): i, f, o, g
@@ -265,7 +287,13 @@ class FusedStep:
         cell = gates[:, 3 * h :].tanh_()
         self.c.mul_(gates[:, h : 2 * h]).addcmul_(gates[:, :h], cell)  # c = f * c + i * g
         torch.tanh(self.c, out=self.h).mul_(gates[:, 2 * h : 3 * h])  # h = o * tanh(c)
-        out = torch.mm(self.xh[:, z : z + h + 1], self._w_heads, out=self._heads)
+        features = self.xh[:, z : z + h + 1]  # [h, 1]
+        if head_mask is not None:
+            if self._dropped is None:
+                self._dropped = features.clone()
+            torch.mul(self.h, head_mask, out=self._dropped[:, :h])
+            features = self._dropped
+        out = torch.mm(features, self._w_heads, out=self._heads)
         logits, mu, log_sigma = out[:, : 3 * k * z].unflatten(1, (3, k, z)).transpose(2, 3).unbind(1)
         reward = out[:, -1] if self.model.reward is not None else self._zeros
         done = out[:, -2] if self.model.done is not None else self._never
