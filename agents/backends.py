@@ -1,10 +1,12 @@
 """Which env to score controllers in and on which backend: command-line fields shared by the agents scripts.
 
 Backends (``--backend``): ``vector`` plays a whole generation as one VectorEnv (dream ids and plain
-Gymnasium ids); ``pool`` plays episodes on local worker processes (real games behind dreamgym Latent ids);
-``ray`` does the same on a Ray cluster (``--ray-address``; optional extra ``dreamgym[ray]``). ``auto``
-picks ``ray`` when an address is given, else ``pool`` for dreamgym ids without a batched dream env, else
-``vector``.
+Gymnasium ids), or, for dreamgym Latent ids, a latent VectorEnv of ``--workers`` real games in worker
+processes seen through one batched V and M, each game taking the next episode when its own ends; ``pool``
+plays episodes on local worker processes, one latent env each; ``ray`` does the same on a Ray cluster
+(``--ray-address``; optional extra ``dreamgym[ray]``). ``auto`` picks ``ray`` when an address is given, else
+``pool`` for Latent ids (on 2 CPU cores it is as fast as ``vector``, and survives a hung or crashed game),
+else ``vector``.
 """
 
 from __future__ import annotations
@@ -97,7 +99,7 @@ def make_evaluator(args: EnvArgs, config: ControllerConfig, progress: str | None
     kwargs, name = parse_env_kwargs(args), backend_name(args)
     set_threads(args.threads)
     if name == "vector":
-        return VectorEvaluator(args.env, kwargs, config, args.device)
+        return VectorEvaluator(args.env, kwargs, config, args.device, num_envs=args.workers)
     if name == "pool":
         return PoolEvaluator(
             args.env, kwargs, config, args.workers, args.episode_timeout, device=args.device, progress=progress

@@ -4,7 +4,9 @@ Every evaluation backend follows one seeding rule, so they give the same episode
 e is env ``k = p * E + e`` and is reset with seed ``seed + k`` (the rule Gymnasium's vector envs apply to
 ``reset(seed=seed)``). :class:`VectorEvaluator` runs a generation of P·E episodes as one VectorEnv of P·E
 envs (a natively batched dream env for dreamgym Dream ids, which stops computing the envs whose episode
-has ended, a ``SyncVectorEnv`` for any other Gymnasium id) through :func:`dreamgym.episodes.rollout_population`;
+has ended, a ``SyncVectorEnv`` for any other Gymnasium id) through :func:`dreamgym.episodes.rollout_population`,
+or, for dreamgym Latent ids, on a latent VectorEnv of a few real games through
+:func:`dreamgym.episodes.rollout_queue`;
 :func:`score_episode` is the one-env episode the worker pools run (see :mod:`agents.workers`). dreamgym ids
 are registered by ``import dreamgym``, which importing this package does.
 """
@@ -20,7 +22,7 @@ import torch
 
 from dreamgym.controller import ControllerConfig, population_actions
 from dreamgym.devices import resolve_device
-from dreamgym.episodes import Scores, play_episode, rollout_population
+from dreamgym.episodes import Scores, play_episode, rollout_population, rollout_queue
 
 
 def derive_seed(*keys: int) -> int:
@@ -84,16 +86,20 @@ class VectorEvaluator:
     """Batched backend: one VectorEnv of P·E envs per evaluation size, kept open between generations.
 
     A dream VectorEnv is asked for torch outputs (``return_tensors``), so observations stay on ``device``.
+    A dreamgym Latent id (real games) gets one latent VectorEnv of ``num_envs`` games instead (one worker
+    process each, autoreset disabled), whose games take the P·E episodes in turn (:func:`rollout_queue`).
     """
 
-    def __init__(
-        self, env_id: str, env_kwargs: dict[str, Any], config: ControllerConfig, device: str | torch.device = "cpu"
-    ) -> None:
+    def __init__(self, env_id: str, env_kwargs: dict[str, Any], config: ControllerConfig,
+                 device: str | torch.device = "cpu", num_envs: int = 2) -> None:  # fmt: skip
         self.env_id, self.config = env_id, config
         self.device = resolve_device(device)
         self.env_kwargs = env_kwargs_for(env_id, env_kwargs, self.device)
         if is_dream(env_id):
             self.env_kwargs.setdefault("return_tensors", True)
+        self.queue_envs = num_envs if is_dreamgym(env_id) and not is_dream(env_id) else None
+        if self.queue_envs is not None:
+            self.env_kwargs["autoreset_mode"] = gym.vector.AutoresetMode.DISABLED
         self._envs: dict[int, gym.vector.VectorEnv] = {}
 
     def _vector_env(self, num_envs: int) -> gym.vector.VectorEnv:
@@ -106,6 +112,8 @@ class VectorEvaluator:
     def evaluate(self, params: np.ndarray, episodes: int, seed: int) -> Scores:
         params_t = torch.as_tensor(np.asarray(params), dtype=torch.float32, device=self.device)
         with torch.no_grad():
+            if self.queue_envs is not None:
+                return rollout_queue(self._vector_env(self.queue_envs), self.config, params_t, episodes, seed)
             return rollout_population(self._vector_env(len(params) * episodes), self.config, params_t, episodes, seed)
 
     def close(self) -> None:

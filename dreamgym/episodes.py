@@ -3,8 +3,10 @@
 Everything that plays single episodes (collecting shards, scoring controllers, recording videos and the dream
 that replays them, replaying episodes to relabel them, scoring SB3 policies) runs :func:`play_episode` and
 records what it needs through the policy (it sees every observation acted on) and the hooks (they see the reset
-and every step's outcome). The batched population rollout (:func:`rollout_population`, here too) plays many
-envs at once and is the one other loop; ``dreamgym.tools.play`` steps one frame per window refresh, across
+and every step's outcome). The batched population rollouts (here too) play many envs at once:
+:func:`rollout_population` one episode per env of a P·E-env VectorEnv (the dream's), :func:`rollout_queue` any
+number of episodes on a few envs that each take the next episode when theirs ends (the real game's worker
+processes behind a latent VectorEnv); ``dreamgym.tools.play`` steps one frame per window refresh, across
 episodes and restarts a person asks for, so it keeps its own step.
 """
 
@@ -127,3 +129,39 @@ def rollout_population(envs: gym.vector.VectorEnv, config: ControllerConfig, par
 def _take_rows(batch: Any, index: np.ndarray) -> Any:
     """Rows ``index`` of a numpy array or a torch tensor."""
     return batch[torch.as_tensor(index, device=batch.device)] if isinstance(batch, torch.Tensor) else batch[index]
+
+
+def rollout_queue(envs: gym.vector.VectorEnv, config: ControllerConfig, params: torch.Tensor, episodes: int,
+                  seed: int) -> Scores:  # fmt: skip
+    """Plays P·E episodes on a VectorEnv of any N envs (autoreset ``DISABLED``): episode k (candidate k // E, seed
+    ``seed + k``, as in :func:`rollout_population`) goes to the next env that is free.
+
+    Envs start episodes 0 … N-1; when an env's episode ends it is reset (``options={"reset_mask": ...}``) with
+    the next episode's seed, so the envs stay busy however uneven the lengths are. Once the queue is empty, an
+    env with nothing left replays its last seed unscored, because a VectorEnv steps all its envs. The episodes
+    are those single envs would play from the same seeds (up to the env's own batching, e.g. float rounding).
+    """
+    P, n, total = len(params), envs.num_envs, len(params) * episodes
+    if envs.metadata.get("autoreset_mode") != gym.vector.AutoresetMode.DISABLED:
+        raise ValueError("rollout_queue needs a VectorEnv made with autoreset_mode=DISABLED")
+    returns, lengths = np.zeros(total, np.float64), np.zeros(total, np.int64)
+    playing = np.minimum(np.arange(n), total)  # episode each env plays; ``total`` marks an unscored replay
+    obs, _ = envs.reset(seed=[seed + int(k) if k < total else seed for k in playing])
+    next_episode, finished = min(n, total), 0
+    while finished < total:
+        scored = playing < total
+        actors = params[torch.as_tensor(np.minimum(playing, total - 1) // episodes, device=params.device)]
+        obs, reward, terminated, truncated, _ = envs.step(population_actions(config, actors, obs, 1))
+        returns[playing[scored]] += _numpy(reward)[scored]
+        lengths[playing[scored]] += 1
+        ended = _numpy(terminated).astype(bool) | _numpy(truncated).astype(bool)
+        if not ended.any():
+            continue
+        finished += int((ended & scored).sum())
+        seeds: list[int | None] = [None] * n
+        for i in np.flatnonzero(ended):
+            playing[i], next_episode = (next_episode, next_episode + 1) if next_episode < total else (total, total)
+            seeds[i] = seed + int(playing[i]) if playing[i] < total else seed
+        if finished < total:
+            obs, _ = envs.reset(seed=seeds, options={"reset_mask": ended})  # the other rows are unchanged
+    return Scores(returns.reshape(P, episodes), lengths.reshape(P, episodes), episode_seeds(seed, P, episodes))

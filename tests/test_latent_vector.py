@@ -122,3 +122,28 @@ def test_disabled_autoreset_resets_chosen_envs_with_their_own_seeds(tiny_bundle)
     finally:
         envs.close()
         single.close()
+
+
+def test_the_vector_backend_plays_a_latent_ids_episodes_in_turn_as_the_pool_does(tiny_bundle) -> None:
+    """agents' vector backend on a Latent id: 2 games take 3 candidates x 3 episodes in turn, uneven lengths and
+    all; the same seeds give the same returns as one latent env per episode (the pool backend)."""
+    from agents.rollout import VectorEvaluator
+    from agents.workers import PoolEvaluator
+    from dreamgym.controller import ControllerConfig
+
+    kwargs = {"world_model": str(tiny_bundle()), "obs_mode": "zh", "max_episode_steps": 150}
+    probe = make_latent_env("takecover", kwargs["world_model"], obs_mode="zh")
+    config = ControllerConfig.for_env(probe, "dreamgym/TakeCoverLatent-v0")
+    probe.close()
+    params = np.random.default_rng(3).normal(0, 1, (3, config.n_params)).astype(np.float32)
+    vector = VectorEvaluator("dreamgym/TakeCoverLatent-v0", kwargs, config, "cpu", num_envs=2)
+    pool = PoolEvaluator("dreamgym/TakeCoverLatent-v0", kwargs, config, workers=1, timeout=120.0)
+    try:
+        got, expected = vector.evaluate(params, 3, seed=40), pool.evaluate(params, 3, seed=40)
+    finally:
+        vector.close()
+        pool.close()
+    assert len(set(got.lengths.ravel().tolist())) > 1  # uneven episodes: the games took them in turn
+    np.testing.assert_array_equal(got.seeds, expected.seeds)
+    np.testing.assert_array_equal(got.lengths, expected.lengths)
+    np.testing.assert_allclose(got.returns, expected.returns)
