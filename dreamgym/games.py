@@ -121,6 +121,11 @@ class GameSpec:
             limit = self.max_episode_steps
         return gym.wrappers.TimeLimit(env, max_episode_steps=limit)
 
+    def __reduce__(self) -> tuple[Any, tuple[str]]:
+        """Pickles as its name (its functions may be lambdas): unpickling looks the spec up with :func:`get_game`,
+        so a game of your own must be registered, or importable by that name, where it is unpickled."""
+        return get_game, (self.name,)
+
 
 # --- VizDoom TakeCover --------------------------------------------------------------------------
 # The controller sees Discrete(3): 0 = move left, 1 = stay, 2 = move right (M gets a-1 in {-1, 0, 1},

@@ -281,3 +281,17 @@ def test_subset_rejects_bad_indices(indices, error: type, match: str) -> None:
     envs = DreamVectorEnv(N, make_tiny_world_model(), device="cpu")
     with pytest.raises(error, match=match):
         envs.subset(indices)
+
+
+def test_env_i_draws_exactly_the_numbers_of_a_single_env_seeded_s_plus_i() -> None:
+    """What holds bit for bit (the states only to float rounding; see dreamgym.envs.dream): the random draws."""
+    model = make_tiny_world_model()
+    envs = DreamVectorEnv(N, model, device="cpu", dropout=0.2)
+    envs.reset(seed=30)
+    singles = [DreamEnv(model, dropout=0.2) for _ in range(N)]
+    for i, single in enumerate(singles):
+        single.reset(seed=30 + i)
+    for _ in range(3):
+        batch = envs.core.rng.draw()
+        for i, single in enumerate(singles):
+            assert torch.equal(batch[i], single.core.rng.draw()[0])

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
@@ -230,15 +230,31 @@ class FusedStep:
         self.xh = weight.new_zeros(batch, cfg.input_size + h + 1)
         self.xh[:, z + h] = 1.0
         self.c = weight.new_zeros(batch, h)
-        self.z, self.h = self.xh[:, :z], self.xh[:, z : z + h]
-        self.action = self.xh[:, z + h + 1 : z + h + 1 + cfg.action_dim]
-        self.restart = self.xh[:, -1] if cfg.restart_flag else None
+        self._bind_views()
         self._gates = weight.new_empty(batch, 4 * h)
         self._heads = weight.new_empty(batch, 3 * k * z + 2)
         self._dropped: torch.Tensor | None = None  # [h * mask, 1] (B, H + 1), made on the first masked step
         self._zeros, self._never = weight.new_zeros(batch), weight.new_full((batch,), -30.0)
         self._params = model.step_parameters()
         self._key: list[tuple[int, int]] = []
+
+    def _bind_views(self) -> None:
+        """``z``, ``h``, ``action`` and ``restart``: views of ``xh``."""
+        cfg, (z, h, _) = self.model.config, self._sizes
+        self.z, self.h = self.xh[:, :z], self.xh[:, z : z + h]
+        self.action = self.xh[:, z + h + 1 : z + h + 1 + cfg.action_dim]
+        self.restart = self.xh[:, -1] if cfg.restart_flag else None
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickles the buffers without the views (pickle would copy each view apart from ``xh``) or the packed
+        weights (rebuilt on the next step); a copy continues bit-identically."""
+        views = ("z", "h", "action", "restart", "_key", "_w_gates", "_w_heads")
+        return {k: v for k, v in self.__dict__.items() if k not in views}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._key = []
+        self._bind_views()
 
     def _pack(self) -> None:
         """(Re)builds the packed weights when a parameter of M's step changed since the last pack."""
