@@ -106,6 +106,13 @@ def restart_flags(length: int, device: torch.device | None = None) -> torch.Tens
 
 
 @torch.inference_mode()
+def hidden_states(mdnrnn: MDNRNN, z: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+    """(T, H) the h M's heads read at each step of one real episode, teacher-forced from h = 0 at its first step
+    (z (T, Z) real latents, actions (T, A) encoded); the step-t h predicts z_{t+1}, reward_t and done_t."""
+    h, _ = mdnrnn.lstm(mdnrnn.inputs(z, actions, restart_flags(len(z), z.device))[None])
+    return h[0]
+
+
 def teacher_force(
     mdnrnn: MDNRNN, z: torch.Tensor, actions: torch.Tensor, starts: list[int]
 ) -> tuple[MDNOutput, LSTMState]:

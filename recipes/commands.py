@@ -19,8 +19,8 @@ from . import PREFIX
 
 SCRIPTS = (
     "recipes.pipeline", "training.collect", "training.vae", "training.encode", "training.mdnrnn", "training.bundle",
-    "training.ship", "training.relabel", "training.fidelity", "training.export_minari", "agents.cmaes",
-    "agents.evaluate", "agents.imitate", "agents.ensemble", "agents.sb3_ppo", "recipes.dagger",
+    "training.ship", "training.relabel", "training.fidelity", "training.refit_reward", "training.export_minari",
+    "agents.cmaes", "agents.evaluate", "agents.imitate", "agents.ensemble", "agents.sb3_ppo", "recipes.dagger",
     "recipes.temperature_sweep",
 )  # fmt: skip
 """script modules, named as in a clone (the wheel prefixes them with ``dreamgym.``)"""
