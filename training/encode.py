@@ -25,7 +25,15 @@ from tqdm import tqdm
 
 from dreamgym.checkpoint import load_json, save_json
 from dreamgym.cli_args import Count, parse_args
-from dreamgym.data import list_episodes, load_arrays, load_episode, remove_stale_temps, save_arrays
+from dreamgym.data import (
+    Episode,
+    ShardError,
+    list_episodes,
+    load_arrays,
+    load_episode,
+    remove_stale_temps,
+    save_arrays,
+)
 from dreamgym.locks import exit_if_busy, folder_lock
 from dreamgym.models.vae import ConvVAE, frames_to_tensor
 from dreamgym.runs import Compute, set_threads
@@ -76,6 +84,21 @@ def load_latents(path: str | os.PathLike) -> Latents:
 
 
 @torch.inference_mode()
+def encode_episode(model: WorldModel, path: Path, device: torch.device,
+                   batch_size: int) -> tuple[Episode, torch.Tensor, torch.Tensor]:  # fmt: skip
+    """One real episode shard of ``model``'s game: (the episode, V's mean latents (T, Z), M's encoded actions
+    (T, A)), both on ``device``; a bad shard or another game's is one ValueError naming the file."""
+    try:
+        episode = load_episode(path)
+    except ShardError as err:
+        raise ValueError(str(err)) from None
+    if episode.game != model.config.game:
+        raise ValueError(f"{path}: a {episode.game!r} episode, the world model is for {model.config.game!r}")
+    mu = torch.from_numpy(encode_frames(model.vae, episode.frames, device, batch_size)[0]).to(device)
+    actions = model.game.encode_action(torch.from_numpy(episode.actions).to(device)).reshape(len(mu), -1)
+    return episode, mu, actions
+
+
 def encode_frames(
     vae: ConvVAE, frames: np.ndarray, device: torch.device, batch_size: int
 ) -> tuple[np.ndarray, np.ndarray]:

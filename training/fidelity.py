@@ -44,7 +44,7 @@ from dreamgym.checkpoint import CheckpointError, load_json, save_json, versions
 from dreamgym.cli_args import parse_args
 from dreamgym.controller import CONFIG_FILE as CONTROLLER_FILE
 from dreamgym.controller import Controller
-from dreamgym.data import ShardError, atomic_write, list_episodes, load_episode
+from dreamgym.data import atomic_write, list_episodes, load_episode
 from dreamgym.envs import DreamVectorEnv
 from dreamgym.episodes import rollout_population
 from dreamgym.fidelity import (
@@ -64,7 +64,7 @@ from dreamgym.runs import set_threads
 from dreamgym.world_model import WorldModel, resolve_bundle
 
 from .common import resolve_device
-from .encode import encode_frames
+from .encode import encode_episode
 
 JSON_FILE = "fidelity.json"
 PNG_FILE = "fidelity.png"
@@ -259,15 +259,8 @@ def gather(model: WorldModel, plan: Plan, args: FidelityArgs, device: torch.devi
     steps = max(plan.horizons)
     g = Gathered([], [], [], [], [], [], [], [], [], [], [], [], {h: [] for h in plan.horizons})
     for path in tqdm(plan.shards, desc="fidelity: encode"):
-        try:
-            episode = load_episode(path)
-        except ShardError as err:
-            raise ValueError(str(err)) from None
-        if episode.game != model.config.game:
-            raise ValueError(f"{path}: a {episode.game!r} episode, the world model is for {model.config.game!r}")
+        episode, mu, actions = encode_episode(model, path, device, args.batch_size)
         T = len(episode)
-        mu = torch.from_numpy(encode_frames(model.vae, episode.frames, device, args.batch_size)[0]).to(device)
-        actions = model.game.encode_action(torch.from_numpy(episode.actions).to(device)).reshape(T, -1)
         count = min(args.starts, T - 1)
         starts = sorted(rng.choice(T - 1, size=count, replace=False).tolist()) if count > 0 else []
         heads, (h, c) = teacher_force(model.mdnrnn, mu, actions, starts)

@@ -29,13 +29,13 @@ from tqdm import tqdm
 
 from dreamgym.checkpoint import WEIGHT_DTYPES, save_json, versions
 from dreamgym.cli_args import Count, NonNegativeFloat, parse_args
-from dreamgym.data import ShardError, list_episodes, load_episode
+from dreamgym.data import list_episodes
 from dreamgym.fidelity import hidden_states, pearson
 from dreamgym.runs import Compute, set_threads
 from dreamgym.world_model import WorldModel
 
 from .common import resolve_device
-from .encode import encode_frames
+from .encode import encode_episode
 
 REPORT_FILE = "refit_reward.json"
 
@@ -67,14 +67,7 @@ class EpisodeFeatures:
 @torch.inference_mode()
 def episode_features(model: WorldModel, path: Path, device: torch.device, batch_size: int) -> EpisodeFeatures:
     """h of every step of one episode shard, its rewards and the current head's summed prediction."""
-    try:
-        episode = load_episode(path)
-    except ShardError as err:
-        raise ValueError(str(err)) from None
-    if episode.game != model.config.game:
-        raise ValueError(f"{path}: a {episode.game!r} episode, the world model is for {model.config.game!r}")
-    mu = torch.from_numpy(encode_frames(model.vae, episode.frames, device, batch_size)[0]).to(device)
-    actions = model.game.encode_action(torch.from_numpy(episode.actions).to(device)).reshape(len(mu), -1)
+    episode, mu, actions = encode_episode(model, path, device, batch_size)
     h = hidden_states(model.mdnrnn, mu, actions)
     old = float(model.mdnrnn.heads(h).reward.sum())
     return EpisodeFeatures(str(path), h.double().cpu().numpy(), episode.rewards.astype(np.float64), old)
