@@ -1,4 +1,4 @@
-"""Average several hidden-layer controllers into one: an ensemble that is itself an ordinary controller.
+"""Average several controllers into one: an ensemble that is itself an ordinary controller.
 
     python -m agents.ensemble --controllers runs/carracing/round_03,runs/carracing/round_04 \
         --out runs/carracing/ensemble
@@ -8,7 +8,8 @@ seeds), err in different states; averaging their pre-tanh outputs cancels part o
 of K such controllers is exactly one controller with the K hidden layers side by side:
 tanh(mean_k(W_k tanh(H_k obs + c_k) + S_k obs + b_k)) has hidden weights [H_1; ...; H_K], output weights
 [W_1, ..., W_K] / K, and the mean skip map and output bias. So the result is saved, scored
-(``agents.evaluate``) and shipped like any other controller folder.
+(``agents.evaluate``) and shipped like any other controller folder. Linear controllers (CMA-ES's, no hidden
+layer) average into the linear controller of their mean weights, whose pre-squash outputs are their mean.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from dreamgym.cli_args import parse_args
@@ -36,14 +38,17 @@ def average_controllers(members: list[Controller]) -> Controller:
         raise ValueError(f"an ensemble needs at least 2 controllers, got {len(members)}")
     first = members[0].config
     shape_fields = ("obs_dim", "action_out", "bias", "action_space", "game")
+    linear = not first.hidden
     for index, member in enumerate(members):
         c = member.config
-        if not c.hidden:
-            raise ValueError(f"controller {index} is linear; an ensemble averages hidden-layer controllers "
-                             "(linear ones average into one linear map: average their weights)")  # fmt: skip
+        if (not c.hidden) != linear:
+            raise ValueError(f"controller {index} is {'linear' if not c.hidden else 'not linear'} and controller 0 "
+                             "is not: an ensemble averages linear controllers or hidden-layer ones")  # fmt: skip
         different = [f for f in shape_fields if getattr(c, f) != getattr(first, f)]
         if different:
             raise ValueError(f"controller {index} differs from controller 0 in {', '.join(different)}")
+    if linear:  # the mean of linear maps is the linear map of the mean weights
+        return Controller(first, np.mean([m.params for m in members], axis=0, dtype=np.float64).astype(np.float32))
     config = dataclasses.replace(
         first, hidden=sum(m.config.hidden for m in members), skip=any(m.config.skip for m in members)
     )

@@ -1,4 +1,4 @@
-"""agents.ensemble: K hidden-layer controllers -> one controller whose pre-tanh outputs are their mean."""
+"""agents.ensemble: K controllers -> one controller whose pre-tanh outputs are their mean."""
 
 from __future__ import annotations
 
@@ -55,3 +55,14 @@ def test_members_that_cannot_be_averaged_are_named() -> None:
     other = random_controller(ControllerConfig.for_env(game_env("carracing", 6), hidden=4), 2)
     with pytest.raises(ValueError, match="controller 1 differs from controller 0 in obs_dim"):
         average_controllers([mlp, other])
+
+
+def test_linear_controllers_average_into_the_linear_map_of_their_mean_weights() -> None:
+    env = game_env("takecover", 7)
+    members = [random_controller(ControllerConfig.for_env(env), seed) for seed in range(3)]
+    ensemble = average_controllers(members)
+    assert ensemble.config == members[0].config
+    obs = torch.from_numpy(np.random.default_rng(4).normal(size=(1, 6, 7)).astype(np.float32))
+    pre_tanh_outputs = [obs[0].numpy() @ m.tensors()["weight"].T for m in members]
+    got = population_outputs(ensemble.config, torch.from_numpy(ensemble.params)[None], obs)[0]
+    np.testing.assert_allclose(got.numpy(), np.tanh(np.mean(pre_tanh_outputs, axis=0)), rtol=1e-5, atol=1e-5)
