@@ -99,6 +99,7 @@ def encode_episode(model: WorldModel, path: Path, device: torch.device,
     return episode, mu, actions
 
 
+@torch.inference_mode()
 def encode_frames(
     vae: ConvVAE, frames: np.ndarray, device: torch.device, batch_size: int
 ) -> tuple[np.ndarray, np.ndarray]:
