@@ -146,7 +146,9 @@ def rollout_queue(envs: gym.vector.VectorEnv, config: ControllerConfig, params: 
         raise ValueError("rollout_queue needs a VectorEnv made with autoreset_mode=DISABLED")
     returns, lengths = np.zeros(total, np.float64), np.zeros(total, np.int64)
     playing = np.minimum(np.arange(n), total)  # episode each env plays; ``total`` marks an unscored replay
-    obs, _ = envs.reset(seed=[seed + int(k) if k < total else seed for k in playing])
+    # VectorEnv.reset's annotation says int, but Gymnasium's vector envs and dreamgym's take one seed per env
+    first: Any = [seed + int(k) if k < total else seed for k in playing]
+    obs, _ = envs.reset(seed=first)
     next_episode, finished = min(n, total), 0
     while finished < total:
         scored = playing < total
@@ -158,7 +160,7 @@ def rollout_queue(envs: gym.vector.VectorEnv, config: ControllerConfig, params: 
         if not ended.any():
             continue
         finished += int((ended & scored).sum())
-        seeds: list[int | None] = [None] * n
+        seeds: Any = [None] * n  # one per env, None: keep its stream (see the first reset)
         for i in np.flatnonzero(ended):
             playing[i], next_episode = (next_episode, next_episode + 1) if next_episode < total else (total, total)
             seeds[i] = seed + int(playing[i]) if playing[i] < total else seed
