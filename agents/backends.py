@@ -5,8 +5,8 @@ Gymnasium ids), or, for dreamgym Latent ids, a latent VectorEnv of ``--workers``
 processes seen through one batched V and M, each game taking the next episode when its own ends; ``pool``
 plays episodes on local worker processes, one latent env each; ``ray`` does the same on a Ray cluster
 (``--ray-address``; optional extra ``dreamgym[ray]``). ``auto`` picks ``ray`` when an address is given, else
-``pool`` for Latent ids (on 2 CPU cores it is as fast as ``vector``, and survives a hung or crashed game),
-else ``vector``.
+``pool`` for Latent ids (on 2 CPU cores it is faster than ``vector``, docs/scale-out.md, and it survives a hung
+or crashed game), else ``vector``.
 """
 
 from __future__ import annotations
