@@ -286,3 +286,16 @@ def test_make_and_make_vec_truncate_where_max_episode_steps_and_the_game_cap_all
     for step in range(1, expected + 1):
         truncated_vec = envs.step(np.ones(2, dtype=np.int64))[3]
         assert truncated_vec.all() == (step == expected)
+
+
+def test_a_bundle_starting_its_dreams_late_caps_them_at_the_rest_by_default_and_at_the_games_cap_at_most() -> None:
+    """CarRacing bundles start dreams at frame 60: 940 steps by default; a dream started by hand at frame 0 (as
+    tools.record starts one) may be given the whole 1,000; more is cut to the game's cap."""
+    tiny = make_tiny_world_model("carracing")
+    late = WorldModel(tiny.config, tiny.initial_mu, tiny.initial_logvar, tiny.provenance, initial_step=60)
+    assert DreamEnv(late).core.max_episode_steps == 940
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert DreamEnv(late, max_episode_steps=1000).core.max_episode_steps == 1000
+    with pytest.warns(UserWarning, match="above carracing's cap"):
+        assert DreamEnv(late, max_episode_steps=1001).core.max_episode_steps == 1000

@@ -15,11 +15,13 @@ Rules (the same in both envs):
   softmax(log_pi / tau), Gaussian noise scaled by sqrt(tau)).
 - Done: terminated ~ Bernoulli(p) with p = M's calibrated done probability (``done_mode="sample"``), or
   terminated = p > 0.5 (``done_mode="threshold"``). Truncated once ``max_episode_steps`` steps are taken.
-- Cap: the game's step cap, as in the real game (TakeCover 2,100 steps; a bundle whose dreams start at frame
-  ``initial_step`` caps them at 2,100 minus that). ``max_episode_steps`` can lower it, never raise it: the real
-  engine ends its episodes there whatever a ``TimeLimit`` says, and M never saw later steps. So
-  ``gymnasium.make(id, max_episode_steps=N)`` (Gymnasium's ``TimeLimit(N)`` around the env) and
-  ``gymnasium.make_vec(id, max_episode_steps=N)`` (N handed to the vector env) both truncate at min(N, cap).
+- Cap: the game's step cap, as in the real game (TakeCover 2,100 steps); by default less the bundle's
+  ``initial_step``, the frame its dreams start at. ``max_episode_steps`` sets it, up to the game's cap and never
+  beyond (a larger value is cut to the cap, with a warning): the real engine ends its episodes there whatever a
+  ``TimeLimit`` says, and M never saw later steps. (Up to the cap itself: a dream started at frame 0 by hand, as
+  ``dreamgym.tools.record`` starts one, may last as long as the real episode.) So ``gymnasium.make(id,
+  max_episode_steps=N)`` (Gymnasium's ``TimeLimit(N)`` around the env) and ``gymnasium.make_vec(id,
+  max_episode_steps=N)`` (N handed to the vector env) both truncate at min(N, the game's cap).
 - Dropout (``dropout`` p > 0, default: the rate M was trained with, 0 for most): each step, M's heads read h
   through a fresh dropout mask, so every step comes from another sub-network of M (an implicit ensemble; see
   :mod:`dreamgym.models.mdnrnn`). The masks come from the same seeded draw, so episodes stay reproducible.
@@ -187,13 +189,13 @@ class DreamCore:
         ``initial_step``, ``dropout`` to the rate M was trained with (None)."""
         check_obs_mode(obs_mode)
         game = model.game
-        cap = game.max_episode_steps - model.initial_step
+        cap = game.max_episode_steps
         if done_mode not in DONE_MODES:
             raise ValueError(f"done_mode must be one of {DONE_MODES}, got {done_mode!r}")
         dropout = model.config.mdnrnn.dropout if dropout is None else dropout
         check_dropout(dropout)
         if max_episode_steps is None:
-            max_episode_steps = cap
+            max_episode_steps = cap - model.initial_step
         if isinstance(max_episode_steps, bool) or not isinstance(max_episode_steps, int) or max_episode_steps < 1:
             raise ValueError(f"max_episode_steps must be a positive integer, got {max_episode_steps!r}")
         if max_episode_steps > cap:
