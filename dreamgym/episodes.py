@@ -138,7 +138,7 @@ def rollout_queue(envs: gym.vector.VectorEnv, config: ControllerConfig, params: 
 
     Envs start episodes 0 … N-1; when an env's episode ends it is reset (``options={"reset_mask": ...}``) with
     the next episode's seed, so the envs stay busy however uneven the lengths are. Once the queue is empty, an
-    env with nothing left replays its last seed unscored, because a VectorEnv steps all its envs. The episodes
+    env with nothing left replays episode 0's seed unscored, because a VectorEnv steps all its envs. The episodes
     are those single envs would play from the same seeds (up to the env's own batching, e.g. float rounding).
     """
     P, n, total = len(params), envs.num_envs, len(params) * episodes
@@ -146,8 +146,12 @@ def rollout_queue(envs: gym.vector.VectorEnv, config: ControllerConfig, params: 
         raise ValueError("rollout_queue needs a VectorEnv made with autoreset_mode=DISABLED")
     returns, lengths = np.zeros(total, np.float64), np.zeros(total, np.int64)
     playing = np.minimum(np.arange(n), total)  # episode each env plays; ``total`` marks an unscored replay
+
+    def seed_of(k: int) -> int:
+        return seed + k if k < total else seed  # an unscored replay replays episode 0's seed
+
     # VectorEnv.reset's annotation says int, but Gymnasium's vector envs and dreamgym's take one seed per env
-    first: Any = [seed + int(k) if k < total else seed for k in playing]
+    first: Any = [seed_of(int(k)) for k in playing]
     obs, _ = envs.reset(seed=first)
     next_episode, finished = min(n, total), 0
     while finished < total:
@@ -163,7 +167,7 @@ def rollout_queue(envs: gym.vector.VectorEnv, config: ControllerConfig, params: 
         seeds: Any = [None] * n  # one per env, None: keep its stream (see the first reset)
         for i in np.flatnonzero(ended):
             playing[i], next_episode = (next_episode, next_episode + 1) if next_episode < total else (total, total)
-            seeds[i] = seed + int(playing[i]) if playing[i] < total else seed
+            seeds[i] = seed_of(int(playing[i]))
         if finished < total:
             obs, _ = envs.reset(seed=seeds, options={"reset_mask": ended})  # the other rows are unchanged
     return Scores(returns.reshape(P, episodes), lengths.reshape(P, episodes), episode_seeds(seed, P, episodes))
