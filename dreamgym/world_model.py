@@ -60,6 +60,11 @@ class WorldModelConfig:
         return cls(spec.name, VAEConfig(z_size=spec.z_size), dataclasses.replace(mdnrnn, **mdnrnn_overrides))
 
 
+def provenance_dtype(provenance: dict[str, Any]) -> torch.dtype:
+    """The dtype a bundle's weights are stored in, as its provenance records it (float32 when it does not)."""
+    return WEIGHT_DTYPES[provenance.get("weights_dtype", "float32")]
+
+
 @dataclass(frozen=True)
 class BundleFile:
     """The fields of a bundle's config.json, checked on load (V's and M's configs are checked on their own)."""
@@ -85,7 +90,7 @@ class BundleFile:
 
     @property
     def weights_dtype(self) -> torch.dtype:
-        return WEIGHT_DTYPES[self.provenance.get("weights_dtype", "float32")]
+        return provenance_dtype(self.provenance)
 
     def world_model_config(self, path: Path) -> WorldModelConfig:
         """V's and M's configs, each field checked (CheckpointError naming ``path`` and the field)."""
@@ -148,6 +153,11 @@ class WorldModel(torch.nn.Module):
     @property
     def device(self) -> torch.device:
         return self.initial_mu.device
+
+    @property
+    def weights_dtype(self) -> torch.dtype:
+        """The dtype the weights were stored in (a loaded bundle's; float32 for a model never saved)."""
+        return provenance_dtype(self.provenance)
 
     def save(self, folder: str | os.PathLike, dtype: torch.dtype | None = None) -> None:
         """Writes config.json + model.safetensors (optionally cast, e.g. fp16 for shipping); the config records the

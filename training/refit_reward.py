@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from dreamgym.checkpoint import WEIGHT_DTYPES, save_json, versions
+from dreamgym.checkpoint import save_json, versions
 from dreamgym.cli_args import Count, NonNegativeFloat, parse_args
 from dreamgym.data import list_episodes
 from dreamgym.fidelity import hidden_states, pearson
@@ -115,7 +115,7 @@ def refit_reward(args: RefitRewardArgs) -> dict[str, Any]:
     if not train:
         raise ValueError(f"--holdout {args.holdout} leaves no episode to fit on")
     weight, bias = fit_ridge(train, args.ridge)
-    dtype = WEIGHT_DTYPES[model.provenance.get("weights_dtype", "float32")]
+    dtype = model.weights_dtype
     weight = torch.from_numpy(weight).to(dtype).double().numpy()  # as saved, so the report is the bundle's head
     bias = float(torch.tensor(bias).to(dtype))
     rows = [{"episode": f.name, "held_out": out, "real": float(f.rewards.sum()), "old": f.old_sum,
