@@ -217,16 +217,25 @@ class ControllerConfig:
             raise ValueError(f"{what} (made for {self.env_id}) does not fit this env: " + "; ".join(problems))
 
 
-def squash_outputs(config: ControllerConfig, y: np.ndarray) -> np.ndarray:
-    """(N, A) tanh outputs in [-1, 1] -> (N, ...) actions of the env's action space."""
+def squash_outputs(config: ControllerConfig, y: Any) -> Any:
+    """(N, A) tanh outputs in [-1, 1] -> (N, ...) actions of the env's action space.
+
+    A numpy array gives numpy actions. A tensor gives tensor actions on its device, computed there, when the
+    squash can (a game's whose ``squash_takes_tensors``, or a plain Discrete / Box space); otherwise numpy ones.
+    """
     if config.game is not None:
-        return get_game(config.game).squash_action(y)
+        game = get_game(config.game)
+        if isinstance(y, torch.Tensor) and not game.squash_takes_tensors:
+            y = y.cpu().numpy()
+        return game.squash_action(y)
+    if not isinstance(y, torch.Tensor):
+        return squash_outputs(config, torch.from_numpy(np.asarray(y))).numpy()
     space = config.action_space
     if space["type"] == "Discrete":
-        return (np.argmax(y, axis=-1) + space["start"]).astype(np.int64)
-    low = np.asarray(space["low"], np.float32)
-    high = np.asarray(space["high"], np.float32)
-    scaled = low + (y.astype(np.float32) + 1.0) / 2.0 * (high - low)
+        return y.argmax(dim=-1) + int(space["start"])
+    low = torch.tensor(space["low"], dtype=torch.float32, device=y.device)
+    high = torch.tensor(space["high"], dtype=torch.float32, device=y.device)
+    scaled = low + (y.to(torch.float32) + 1.0) / 2.0 * (high - low)
     return scaled.reshape(len(y), *space["shape"])
 
 
@@ -266,11 +275,15 @@ def population_outputs(config: ControllerConfig, params: torch.Tensor, obs: torc
     return torch.tanh(y)
 
 
-def population_actions(config: ControllerConfig, params: torch.Tensor, obs: Any, episodes: int) -> np.ndarray:
-    """Actions of P candidates in P·E envs: params (P, n), obs (P·E, ...) (numpy or torch) -> (P·E, ...)."""
+def population_actions(config: ControllerConfig, params: torch.Tensor, obs: Any, episodes: int) -> Any:
+    """Actions of P candidates in P·E envs: params (P, n), obs (P·E, ...) -> (P·E, ...).
+
+    Numpy observations give numpy actions; torch observations give tensor actions on ``params``' device where
+    :func:`squash_outputs` can make them there, so a rollout on a GPU reads nothing back to the host.
+    """
     obs_t = torch.as_tensor(obs, dtype=params.dtype, device=params.device).reshape(len(params), episodes, -1)
-    y = population_outputs(config, params, obs_t)
-    return squash_outputs(config, y.reshape(-1, config.action_out).cpu().numpy())
+    y = population_outputs(config, params, obs_t).reshape(-1, config.action_out)
+    return squash_outputs(config, y if isinstance(obs, torch.Tensor) else y.cpu().numpy())
 
 
 class Controller:

@@ -12,6 +12,7 @@ episodes and restarts a person asks for, so it keeps its own step.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -85,16 +86,26 @@ COMPACT_ABOVE = 8
 """a dream VectorEnv of more envs than this drops its finished envs once they are a quarter of it"""
 
 
+HOST_CHECK_EVERY = 16
+"""on a device other than the CPU, :func:`rollout_population` reads which envs are done every this many steps"""
+
+
 def rollout_population(envs: gym.vector.VectorEnv, config: ControllerConfig, params: torch.Tensor, episodes: int,
-                       seed: int, compact_above: int | None = COMPACT_ABOVE) -> Scores:  # fmt: skip
+                       seed: int, compact_above: int | None = COMPACT_ABOVE,
+                       check_every: int | None = None) -> Scores:  # fmt: skip
     """Plays every env of ``envs`` (P·E of them) to the end of its first episode.
 
     Env k acts with candidate ``k // E`` (params (P, n) on the policy's device). With Gymnasium's
     NEXT_STEP autoreset the step after an episode's end is a reset step, so rewards are counted only until
-    an env is first done; the loop stops as soon as every env has finished one episode.
+    an env is first done; the loop stops once every env has finished one episode.
+
+    Returns, lengths and done flags are kept beside the env's outputs (on its device when they are tensors).
+    The host reads the done flags back every ``check_every`` steps (default: every step on the CPU,
+    :data:`HOST_CHECK_EVERY` elsewhere, so that a GPU runs that many steps without waiting for the host);
+    steps after an env's end count for nothing, so the scores do not depend on it.
 
     Episode lengths are uneven (the longest is often several times the mean), so a :class:`DreamVectorEnv`
-    stops computing the envs that have finished: whenever a quarter of its envs have finished and it has
+    stops computing the envs that have finished: when a check finds a quarter of its envs finished and it has
     more than ``compact_above`` envs, it is replaced by its :meth:`~DreamVectorEnv.subset` of playing envs,
     which continue exactly as they would have. The env-steps computed then stay within 4/3 x (the steps
     played) + ``compact_above`` x (the longest episode); a subset costs less than a step of its batch.
@@ -106,29 +117,36 @@ def rollout_population(envs: gym.vector.VectorEnv, config: ControllerConfig, par
     # the size above which finished envs are dropped; only a DreamVectorEnv can drop them
     limit = compact_above if isinstance(envs, DreamVectorEnv) else None
     obs, _ = envs.reset(seed=seed)
-    returns = np.zeros(n, np.float64)
-    lengths = np.zeros(n, np.int64)
-    done = np.zeros(n, bool)
-    rows = np.arange(n)  # env i of ``envs`` is env rows[i] of the population
+    device = obs.device if isinstance(obs, torch.Tensor) else torch.device("cpu")
+    every = check_every if check_every is not None else 1 if device.type == "cpu" else HOST_CHECK_EVERY
+    returns = torch.zeros(n, dtype=torch.float64, device=device)
+    lengths = torch.zeros(n, dtype=torch.int64, device=device)
+    done = torch.zeros(n, dtype=torch.bool, device=device)
+    rows = torch.arange(n, device=device)  # env i of ``envs`` is env rows[i] of the population
     actors, per_actor = params, episodes  # env i of ``envs`` acts with actors[i // per_actor]
-    while not done.all():
+    for step in itertools.count(1):
         actions = population_actions(config, actors, obs, per_actor)
         obs, reward, terminated, truncated, _ = envs.step(actions)
         playing = ~done[rows]
-        returns[rows] += np.where(playing, _numpy(reward), 0.0)
+        returns[rows] += torch.where(playing, torch.as_tensor(reward, device=device), 0.0)
         lengths[rows] += playing
-        done[rows] |= _numpy(terminated).astype(bool) | _numpy(truncated).astype(bool)
-        keep = np.flatnonzero(~done[rows])
-        if limit is not None and len(rows) > limit and 0 < 4 * len(keep) <= 3 * len(rows):
+        done[rows] |= torch.as_tensor(terminated, device=device) | torch.as_tensor(truncated, device=device)
+        if step % every:
+            continue
+        keep = (~done[rows]).nonzero().squeeze(1)  # the host waits for the device here
+        if len(keep) == 0:
+            break
+        if limit is not None and len(rows) > limit and 4 * len(keep) <= 3 * len(rows):
             assert isinstance(envs, DreamVectorEnv)  # limit is set only for them
             envs, obs, rows = envs.subset(keep), _take_rows(obs, keep), rows[keep]
-            actors, per_actor = params[torch.as_tensor(rows // episodes, device=params.device)], 1
-    return Scores(returns.reshape(P, episodes), lengths.reshape(P, episodes), episode_seeds(seed, P, episodes))
+            actors, per_actor = params[(rows // episodes).to(params.device)], 1
+    scores = (returns.cpu().numpy().reshape(P, episodes), lengths.cpu().numpy().reshape(P, episodes))
+    return Scores(*scores, episode_seeds(seed, P, episodes))
 
 
-def _take_rows(batch: Any, index: np.ndarray) -> Any:
+def _take_rows(batch: Any, index: torch.Tensor) -> Any:
     """Rows ``index`` of a numpy array or a torch tensor."""
-    return batch[torch.as_tensor(index, device=batch.device)] if isinstance(batch, torch.Tensor) else batch[index]
+    return batch[index.to(batch.device)] if isinstance(batch, torch.Tensor) else batch[index.cpu().numpy()]
 
 
 def rollout_queue(envs: gym.vector.VectorEnv, config: ControllerConfig, params: torch.Tensor, episodes: int,

@@ -9,6 +9,7 @@ for data collection. Adding a game is one new ``GameSpec`` passed to :func:`regi
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -60,6 +61,8 @@ class GameSpec:
         to_game_action: controller action -> the raw env's action.
         encode_action: (B, ...) controller actions -> (B, action_dim) float32 tensor for M.
         squash_action: (..., action_out) values in [-1, 1] from a tanh controller -> controller actions.
+        squash_takes_tensors: ``squash_action`` also maps torch tensors (to tensors on their device), so a
+            batched rollout on a GPU never copies its actions to the host; False: it gets numpy arrays only.
         unsquash_action: a right inverse of ``squash_action``: recorded controller actions (N, ...) -> tanh
             outputs (N, action_out) that give them (``agents.imitate`` fits a controller to these); None if the
             game has none.
@@ -101,6 +104,7 @@ class GameSpec:
     render_fps: int = field(default=30)
     dream_temperature: float = 1.0
     obs_mode: Literal["zh", "zch", "z"] = "zh"
+    squash_takes_tensors: bool = False
     unsquash_action: Callable[[np.ndarray], np.ndarray] | None = None
     explorations: Mapping[str, Callable[[np.random.Generator], Callable[[np.ndarray], Any]]] = field(
         default_factory=dict
@@ -152,10 +156,21 @@ def _takecover_encode(actions: torch.Tensor) -> torch.Tensor:
     return actions.reshape(-1, 1).to(torch.float32) - 1.0
 
 
-def _takecover_squash(x: np.ndarray) -> np.ndarray:
+def numpy_or_tensor(squash: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[Any], Any]:
+    """A ``squash_action`` written on torch tensors that also takes numpy arrays (and then returns one)."""
+
+    @functools.wraps(squash)
+    def either(x: Any) -> Any:
+        return squash(x) if isinstance(x, torch.Tensor) else squash(torch.from_numpy(np.array(x))).numpy()
+
+    return either
+
+
+@numpy_or_tensor
+def _takecover_squash(x: torch.Tensor) -> torch.Tensor:
     """Thresholds a tanh output at +-1/3: left / stay / right, as in the paper's controller."""
-    x = np.asarray(x)[..., 0]
-    return np.where(x < -1 / 3, 0, np.where(x > 1 / 3, 2, 1)).astype(np.int64)
+    x = x[..., 0]
+    return torch.where(x < -1 / 3, 0, torch.where(x > 1 / 3, 2, 1)).to(torch.int64)
 
 
 def _takecover_unsquash(actions: np.ndarray) -> np.ndarray:
@@ -213,6 +228,7 @@ TAKECOVER = GameSpec(
     to_game_action=lambda a: _TAKECOVER_TO_GAME[int(a)],
     encode_action=_takecover_encode,
     squash_action=_takecover_squash,
+    squash_takes_tensors=True,
     unsquash_action=_takecover_unsquash,
     controller_outputs=1,
     exploration=_held_random_actions,
@@ -245,10 +261,11 @@ def _make_carracing_undrawn(**kwargs: Any) -> gym.Env:
     return env
 
 
-def _carracing_squash(x: np.ndarray) -> np.ndarray:
+@numpy_or_tensor
+def _carracing_squash(x: torch.Tensor) -> torch.Tensor:
     """tanh outputs -> steer in [-1, 1], gas (x+1)/2, brake clipped to [0, 1] (the paper's mapping)."""
-    x = np.asarray(x, dtype=np.float32)
-    return np.stack([x[..., 0], (x[..., 1] + 1.0) / 2.0, np.clip(x[..., 2], 0.0, 1.0)], axis=-1)
+    x = x.to(torch.float32)
+    return torch.stack([x[..., 0], (x[..., 1] + 1.0) / 2.0, x[..., 2].clamp(0.0, 1.0)], dim=-1)
 
 
 def _carracing_unsquash(actions: np.ndarray) -> np.ndarray:
@@ -350,6 +367,7 @@ CARRACING = GameSpec(
     to_game_action=lambda a: np.clip(np.asarray(a, dtype=np.float32), _CARRACING_SPACE.low, _CARRACING_SPACE.high),
     encode_action=lambda a: a.reshape(-1, 3).to(torch.float32),
     squash_action=_carracing_squash,
+    squash_takes_tensors=True,
     unsquash_action=_carracing_unsquash,
     controller_outputs=3,
     exploration=_carracing_exploration,

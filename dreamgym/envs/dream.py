@@ -122,17 +122,24 @@ class ActionChecker:
     be integers in range (-> int64 (B,)); Box actions must be finite numbers (-> float32 (B, *shape),
     clipped to the bounds as the real games' action mapping does). Every problem is one ValueError or
     TypeError naming it.
+
+    ``deferred=True`` checks the values of actions that are already tensors on ``device`` without reading them
+    back to the host (a GPU step then waits for nothing): an invalid one is recorded on the device, replaced by a
+    valid one (clamped into range; NaN -> 0, then clipped), and :meth:`raise_deferred` raises its error
+    later. Host actions (numpy, lists, CPU tensors for another device) are always checked at once, on the host.
     """
 
-    def __init__(self, space: gym.spaces.Space, batch: int | None, device: torch.device) -> None:
+    def __init__(self, space: gym.spaces.Space, batch: int | None, device: torch.device,
+                 deferred: bool = False) -> None:  # fmt: skip
         if not isinstance(space, (gym.spaces.Discrete, gym.spaces.Box)):
             raise TypeError(f"dreamgym supports Discrete and Box action spaces, not {space}")
-        self.space, self.device = space, device
+        self.space, self.device, self.deferred = space, device, deferred
         shape = space.shape if isinstance(space, gym.spaces.Box) else ()  # a Discrete space's shape is ()
         self.shape = shape if batch is None else (batch, *shape)
         if isinstance(space, gym.spaces.Box):
             self.low = torch.as_tensor(space.low, dtype=torch.float32, device=device)
             self.high = torch.as_tensor(space.high, dtype=torch.float32, device=device)
+        self._invalid = torch.zeros((), dtype=torch.bool, device=device)  # a deferred check failed since the last raise
 
     def __call__(self, actions: Any) -> torch.Tensor:
         if isinstance(actions, torch.Tensor):
@@ -150,24 +157,41 @@ class ActionChecker:
             raise ValueError(f"action shape {tuple(x.shape)} does not match {self.shape} for action space {self.space}")
         if x.dtype == torch.bool or x.dtype.is_complex:
             raise TypeError(f"actions must be real numbers, got dtype {x.dtype}")
+        defer = self.deferred and x.device == self.device
         if isinstance(self.space, gym.spaces.Discrete):
-            return self._discrete(x, self.space).reshape(-1)
-        return self._box(x).reshape(-1, *self.space.shape)
+            return self._discrete(x, self.space, defer).reshape(-1)
+        return self._box(x, defer).reshape(-1, *self.space.shape)
 
-    def _discrete(self, x: torch.Tensor, space: gym.spaces.Discrete) -> torch.Tensor:
+    def _discrete(self, x: torch.Tensor, space: gym.spaces.Discrete, defer: bool) -> torch.Tensor:
         if x.dtype.is_floating_point:
             raise TypeError(f"{space} actions must be integers, got dtype {x.dtype}")
         lo, hi = int(space.start), int(space.start + space.n)
         outside = (x < lo) | (x >= hi)
+        if defer:
+            self._invalid |= outside.any()
+            return x.clamp(lo, hi - 1).to(torch.int64)
         if bool(outside.any()):
             raise ValueError(f"actions {x[outside].tolist()[:8]} are out of range for {space} ({lo}..{hi - 1})")
         return x.to(self.device, torch.int64)
 
-    def _box(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.to(self.device, torch.float32)
-        if not bool(torch.isfinite(x).all()):
-            raise ValueError(f"actions contain NaN or inf: {x[~torch.isfinite(x)].tolist()[:8]}")
-        return torch.maximum(torch.minimum(x, self.high), self.low)
+    def _box(self, x: torch.Tensor, defer: bool) -> torch.Tensor:
+        x = x.to(torch.float32)
+        finite = torch.isfinite(x)
+        if defer:
+            self._invalid |= ~finite.all()
+            x = x.nan_to_num(0.0)  # and +-inf to the largest floats, which the clamp below takes to the bounds
+        elif not bool(finite.all()):
+            raise ValueError(f"actions contain NaN or inf: {x[~finite].tolist()[:8]}")
+        return torch.maximum(torch.minimum(x.to(self.device), self.high), self.low)
+
+    def raise_deferred(self) -> None:
+        """Raises the error of an invalid action a deferred check recorded since the last call (reads one flag
+        from the device)."""
+        if bool(self._invalid):
+            self._invalid.zero_()
+            bound = "integers in range" if isinstance(self.space, gym.spaces.Discrete) else "finite"
+            raise ValueError(f"an action given as a tensor on {self.device} since the last check was invalid for "
+                             f"{self.space} (actions must be {bound}); it was replaced by a valid one")  # fmt: skip
 
 
 class DreamCore:
@@ -181,6 +205,10 @@ class DreamCore:
 
     The state lives in M's :class:`~dreamgym.models.mdnrnn.FusedStep`, which updates it in place; ``z``,
     ``h``, ``c`` and ``restart`` are views of it (assigning to ``z`` copies into it).
+
+    ``sync_free`` (default: on a device other than the CPU): a step, autoresets included, reads nothing back
+    to the host; new episodes are written into every env's row under a mask instead of into the rows of the
+    envs that start (which the host would have to look up). Both give the same numbers.
     """
 
     def __init__(self, model: WorldModel, num_envs: int, temperature: float | Any | None, obs_mode: str,
@@ -208,6 +236,7 @@ class DreamCore:
         self.num_envs, self.obs_mode, self.done_mode = num_envs, obs_mode, done_mode
         self.max_episode_steps = max_episode_steps
         self.device = model.device
+        self.sync_free = self.device.type != "cpu"
         cfg = model.config.mdnrnn
         self.z_size, self.dropout = cfg.z_size, float(dropout)
         self._lanes = cfg.z_size + 2 * math.ceil(cfg.z_size / 2) + 1  # lanes of a draw before the dropout mask
@@ -296,7 +325,7 @@ class DreamCore:
 
         z_0 = mu + exp(logvar / 2) * noise for the stored initial latent ``pick`` selects; h = c = 0, restart = 1.
         """
-        if mask is not None and self.device.type != "cpu":  # masked writes to every env: no device sync
+        if mask is not None and self.sync_free:  # masked writes to every env: no device sync
             z0 = self._initial_z(pick, noise)
             rows = mask.unsqueeze(1)
             torch.where(rows, z0, self.z, out=self.z)
@@ -305,7 +334,7 @@ class DreamCore:
             self._restart.masked_fill_(mask, 1.0)
             self.steps.masked_fill_(mask, 0)
             return
-        # on the CPU, write only the rows of the envs that start (usually a few of N)
+        # else write only the rows of the envs that start (usually a few of N)
         index: slice | torch.Tensor = slice(None) if mask is None else mask.nonzero().squeeze(1)
         if isinstance(index, torch.Tensor) and len(index) == 0:
             return

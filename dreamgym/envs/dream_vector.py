@@ -35,6 +35,10 @@ from dreamgym.games import GAME_KEY
 from dreamgym.world_model import WorldModel
 
 
+ACTION_CHECK_EVERY = 64
+"""with ``sync_free`` and ``return_tensors``, the most steps after which an invalid tensor action raises"""
+
+
 def _env_indices(indices: Any, num_envs: int, device: torch.device) -> torch.Tensor:
     """Distinct indices of envs (a 1-D sequence, array or tensor of integers in [0, N)) -> int64 (B,) on ``device``."""
     x = indices.detach().cpu() if isinstance(indices, torch.Tensor) else torch.as_tensor(np.asarray(indices))
@@ -66,6 +70,12 @@ class DreamVectorEnv(VectorEnv):
             (``infos["_final_obs"]`` marks which envs), the shape SB3's VecEnv API wants.
         return_tensors: if True, observations, rewards, terminated and truncated are torch tensors on the
             device (and actions may be tensors there), so a GPU agent never copies to the host.
+        sync_free: no step reads anything back from the device (default: on a device other than the CPU), so
+            a GPU runs ahead of the Python loop. Autoresets write every env's row under a mask, and with
+            ``return_tensors`` the actions given as tensors on the device are checked there: an invalid one
+            is replaced by a valid one (clamped; NaN -> 0) and raises its ValueError at the next ``reset``,
+            ``subset`` or ``render``, or at the latest :data:`ACTION_CHECK_EVERY` steps later. Off, an
+            invalid action raises in its own step, before anything moves. The numbers are the same either way.
 
     Reset seeding: ``reset(seed=s)`` seeds env i with ``s + i``; ``reset(seed=[s0, s1, ...])`` seeds each
     env (None keeps an env's stream, or draws a key from ``np_random`` before the first seeding).
@@ -83,13 +93,15 @@ class DreamVectorEnv(VectorEnv):
                  game: str | None = None, temperature: float | Sequence[float] | torch.Tensor | None = None,
                  obs_mode: ObsMode = "zh", device: str | torch.device = "auto", max_episode_steps: int | None = None,
                  done_mode: DoneMode = "sample", dropout: float | None = None,
-                 autoreset_mode: AutoresetMode | str = AutoresetMode.NEXT_STEP,
-                 return_tensors: bool = False, render_mode: str | None = None) -> None:  # fmt: skip
+                 autoreset_mode: AutoresetMode | str = AutoresetMode.NEXT_STEP, return_tensors: bool = False,
+                 sync_free: bool | None = None, render_mode: str | None = None) -> None:  # fmt: skip
         mode = AutoresetMode(autoreset_mode)
         if mode not in (AutoresetMode.NEXT_STEP, AutoresetMode.SAME_STEP):
             raise ValueError(f"autoreset_mode must be NEXT_STEP or SAME_STEP, got {mode}")
         model = load_world_model(world_model, game, resolve_device(device))
         core = DreamCore(model, num_envs, temperature, obs_mode, max_episode_steps, done_mode, dropout)
+        if sync_free is not None:
+            core.sync_free = bool(sync_free)
         self._setup(core, mode, check_render_mode(render_mode, self.metadata["render_modes"]), bool(return_tensors))
         self._seeded = False
         self._autoreset: torch.Tensor | None = None  # (N,) envs to reset at the next step; None before reset
@@ -104,7 +116,20 @@ class DreamVectorEnv(VectorEnv):
         self.metadata = {**type(self).metadata, "autoreset_mode": mode, "render_fps": self.game.render_fps,
                          GAME_KEY: self.game.name}  # fmt: skip
         self.render_mode, self.return_tensors = render_mode, return_tensors
-        self._check_actions = ActionChecker(self.single_action_space, self.num_envs, self.device)
+        deferred = core.sync_free and return_tensors  # numpy outputs read the device every step anyway
+        self._check_actions = ActionChecker(self.single_action_space, self.num_envs, self.device, deferred)
+        self._unchecked = 0  # steps since the deferred action check last read its flag
+
+    @property
+    def sync_free(self) -> bool:
+        """Whether a step reads nothing back from the device (see the class docstring)."""
+        return self.core.sync_free
+
+    def _raise_deferred(self) -> None:
+        """Raises the error of an invalid tensor action a deferred check recorded (no-op when checks are eager)."""
+        if self._check_actions.deferred:
+            self._unchecked = 0
+            self._check_actions.raise_deferred()
 
     def subset(self, indices: Sequence[int] | np.ndarray | torch.Tensor) -> DreamVectorEnv:
         """A new vector env of the envs ``indices`` selects (distinct, in that order; env i of the new env is env
@@ -118,6 +143,7 @@ class DreamVectorEnv(VectorEnv):
         needed (:func:`dreamgym.episodes.rollout_population`). The new env's ``spec`` is None (``make_vec`` did
         not make it).
         """
+        self._raise_deferred()
         index = _env_indices(indices, self.num_envs, self.device)
         envs = type(self).__new__(type(self))
         envs._setup(self.core.take(index), self.autoreset_mode, self.render_mode, self.return_tensors)
@@ -141,6 +167,7 @@ class DreamVectorEnv(VectorEnv):
 
     def reset(self, *, seed: Seeds = None, options: dict[str, Any] | None = None) -> tuple[Any, dict[str, Any]]:
         """Resets every env; see the class docstring for how ``seed`` is spread over the envs."""
+        self._raise_deferred()
         seeds = self._seed_list(seed)
         given = [s is not None for s in seeds]
         if any(given):
@@ -165,6 +192,9 @@ class DreamVectorEnv(VectorEnv):
         if self._autoreset is None:
             raise gym.error.ResetNeeded("call reset() before step()")
         encoded = self.game.encode_action(self._check_actions(actions))
+        self._unchecked += self._check_actions.deferred
+        if self._unchecked >= ACTION_CHECK_EVERY:
+            self._raise_deferred()
         infos: dict[str, Any] = {}
         if self.autoreset_mode == AutoresetMode.NEXT_STEP:
             reward, terminated, truncated = self.core.step(encoded, self._autoreset)
@@ -204,4 +234,5 @@ class DreamVectorEnv(VectorEnv):
         if self.render_mode is None:
             gym.logger.warn("render() needs render_mode='rgb_array' at construction")
             return None
+        self._raise_deferred()
         return self.core.render()
