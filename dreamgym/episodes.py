@@ -4,16 +4,17 @@ Everything that plays single episodes (collecting shards, scoring controllers, r
 that replays them, replaying episodes to relabel them, scoring SB3 policies) runs :func:`play_episode` and
 records what it needs through the policy (it sees every observation acted on) and the hooks (they see the reset
 and every step's outcome). The batched population rollouts (here too) play many envs at once:
-:func:`rollout_population` one episode per env of a P·E-env VectorEnv (the dream's), :func:`rollout_queue` any
+:func:`rollout_population` one episode per env of a P·E-env VectorEnv (the dream's), :func:`play_queue` any
 number of episodes on a few envs that each take the next episode when theirs ends (the real game's worker
-processes behind a latent VectorEnv); ``dreamgym.tools.play`` steps one frame per window refresh, across
+processes behind a latent VectorEnv: :func:`rollout_queue` scores with it, ``training.collect`` records with
+it); ``dreamgym.tools.play`` steps one frame per window refresh, across
 episodes and restarts a person asks for, so it keeps its own step.
 """
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -149,43 +150,90 @@ def _take_rows(batch: Any, index: torch.Tensor) -> Any:
     return batch[index.to(batch.device)] if isinstance(batch, torch.Tensor) else batch[index.cpu().numpy()]
 
 
-def rollout_queue(envs: gym.vector.VectorEnv, config: ControllerConfig, params: torch.Tensor, episodes: int,
-                  seed: int) -> Scores:  # fmt: skip
-    """Plays P·E episodes on a VectorEnv of any N envs (autoreset ``DISABLED``): episode k (candidate k // E, seed
-    ``seed + k``, as in :func:`rollout_population`) goes to the next env that is free.
+@dataclass(frozen=True)
+class QueuedEpisode:
+    """An episode for :func:`play_queue`: who plays it (``params`` (n,) of one controller), from which seed, and
+    ``key``, the caller's name for it."""
 
-    Envs start episodes 0 … N-1; when an env's episode ends it is reset (``options={"reset_mask": ...}``) with
-    the next episode's seed, so the envs stay busy however uneven the lengths are. Once the queue is empty, an
-    env with nothing left replays episode 0's seed unscored, because a VectorEnv steps all its envs. The episodes
-    are those single envs would play from the same seeds (up to the env's own batching, e.g. float rounding).
+    key: Any
+    seed: int
+    params: torch.Tensor
+
+
+QueueStepHook = Callable[[int, Any, Any, float, bool, bool], None]
+"""(env index, episode key, action, reward, terminated, truncated) of one step of a queued episode"""
+
+
+def play_queue(envs: gym.vector.VectorEnv, config: ControllerConfig, next_episode: Callable[[], QueuedEpisode | None],
+               on_step: QueueStepHook, on_start: Callable[[int, Any], None] | None = None
+               ) -> Iterator[Any]:  # fmt: skip
+    """Plays episodes on a VectorEnv of any N envs (autoreset ``DISABLED``) until ``next_episode()`` has no more,
+    yielding each episode's key as it ends.
+
+    Each env plays the episode ``next_episode()`` gives it, from its seed, with its controller; when the episode
+    ends the env is reset (``options={"reset_mask": ...}``) with the next one, so the envs stay busy however
+    uneven the lengths are. ``on_start(i, key)`` runs once env i has been reset for an episode, ``on_step`` after
+    each of its steps. An ended episode's key is yielded before its env asks for the next episode, so the
+    caller may queue more work (a retry) first. Once there is none, an env with nothing
+    left replays the first episode's seed and controller, unrecorded, because a VectorEnv steps all its envs.
+    The episodes are those single envs would play from the same seeds (up to the env's own batching, e.g.
+    float rounding).
     """
-    P, n, total = len(params), envs.num_envs, len(params) * episodes
     if envs.metadata.get("autoreset_mode") != gym.vector.AutoresetMode.DISABLED:
-        raise ValueError("rollout_queue needs a VectorEnv made with autoreset_mode=DISABLED")
-    returns, lengths = np.zeros(total, np.float64), np.zeros(total, np.int64)
-    playing = np.minimum(np.arange(n), total)  # episode each env plays; ``total`` marks an unscored replay
-
-    def seed_of(k: int) -> int:
-        return seed + k if k < total else seed  # an unscored replay replays episode 0's seed
-
+        raise ValueError("play_queue needs a VectorEnv made with autoreset_mode=DISABLED")
+    first = next_episode()
+    if first is None:
+        return
+    playing: list[QueuedEpisode | None] = [first, *(next_episode() for _ in range(envs.num_envs - 1))]
     # VectorEnv.reset's annotation says int, but Gymnasium's vector envs and dreamgym's take one seed per env
-    first: Any = [seed_of(int(k)) for k in playing]
-    obs, _ = envs.reset(seed=first)
-    next_episode, finished = min(n, total), 0
-    while finished < total:
-        scored = playing < total
-        actors = params[torch.as_tensor(np.minimum(playing, total - 1) // episodes, device=params.device)]
-        obs, reward, terminated, truncated, _ = envs.step(population_actions(config, actors, obs, 1))
-        returns[playing[scored]] += _numpy(reward)[scored]
-        lengths[playing[scored]] += 1
-        ended = _numpy(terminated).astype(bool) | _numpy(truncated).astype(bool)
+    seeds: Any = [(e or first).seed for e in playing]
+    obs, _ = envs.reset(seed=seeds)
+    for i, episode in enumerate(playing):
+        if episode is not None and on_start is not None:
+            on_start(i, episode.key)
+    while any(e is not None for e in playing):
+        actors = torch.stack([(e or first).params for e in playing])
+        actions = population_actions(config, actors, obs, 1)
+        obs, reward, terminated, truncated, _ = envs.step(actions)
+        reward, terminated, truncated = _numpy(reward), _numpy(terminated), _numpy(truncated)
+        ended = terminated.astype(bool) | truncated.astype(bool)
+        for i, episode in enumerate(playing):
+            if episode is not None:
+                on_step(i, episode.key, actions[i], float(reward[i]), bool(terminated[i]), bool(truncated[i]))
         if not ended.any():
             continue
-        finished += int((ended & scored).sum())
-        seeds: Any = [None] * n  # one per env, None: keep its stream (see the first reset)
-        for i in np.flatnonzero(ended):
-            playing[i], next_episode = (next_episode, next_episode + 1) if next_episode < total else (total, total)
-            seeds[i] = seed_of(int(playing[i]))
-        if finished < total:
+        for episode in (playing[i] for i in np.flatnonzero(ended)):
+            if episode is not None:
+                yield episode.key
+        restarted = [int(i) for i in np.flatnonzero(ended)]
+        seeds = [None] * envs.num_envs  # None: keep its stream (see the first reset)
+        for i in restarted:
+            playing[i] = next_episode() if playing[i] is not None else None
+            seeds[i] = (playing[i] or first).seed
+        if any(e is not None for e in playing):
             obs, _ = envs.reset(seed=seeds, options={"reset_mask": ended})  # the other rows are unchanged
+            for i in restarted:
+                episode = playing[i]
+                if episode is not None and on_start is not None:
+                    on_start(i, episode.key)
+
+
+def rollout_queue(envs: gym.vector.VectorEnv, config: ControllerConfig, params: torch.Tensor, episodes: int,
+                  seed: int) -> Scores:  # fmt: skip
+    """Plays P·E episodes on a VectorEnv of any N envs (autoreset ``DISABLED``, :func:`play_queue`): episode k
+    (candidate k // E, seed ``seed + k``, as in :func:`rollout_population`) goes to the next env that is free."""
+    P, total = len(params), len(params) * episodes
+    returns, lengths = np.zeros(total, np.float64), np.zeros(total, np.int64)
+    queue = iter(range(total))
+
+    def next_episode() -> QueuedEpisode | None:
+        k = next(queue, None)
+        return None if k is None else QueuedEpisode(k, seed + k, params[k // episodes])
+
+    def count(i: int, k: int, action: Any, reward: float, terminated: bool, truncated: bool) -> None:
+        returns[k] += reward
+        lengths[k] += 1
+
+    for _ in play_queue(envs, config, next_episode, count):
+        pass
     return Scores(returns.reshape(P, episodes), lengths.reshape(P, episodes), episode_seeds(seed, P, episodes))

@@ -367,3 +367,37 @@ def test_expert_options_are_checked_before_any_work(tmp_path: Path, monkeypatch)
         with pytest.raises(ValueError, match=message):
             collect(dataclasses.replace(bad, out=str(tmp_path / "bad")))
     assert not (tmp_path / "bad").exists()
+
+
+def test_the_vector_backend_records_the_pools_shards(tmp_path: Path, tiny_bundle, monkeypatch) -> None:
+    """--backend vector: the controller's episodes played on a latent VectorEnv (V, M and the controller batched
+    in this process) are the shards the worker pool writes, and a rerun fills in only what is missing."""
+    monkeypatch.chdir(tmp_path)  # ViZDoom writes _vizdoom.ini into the working folder
+    bundle = tiny_bundle("takecover")
+    env = make_latent_env("takecover", bundle, obs_mode="zch", max_episode_steps=40)
+    config = ControllerConfig.for_env(env, "dreamgym/TakeCoverLatent-v0")
+    env.close()
+    params = np.random.default_rng(1).normal(0, 1.0, config.n_params).astype(np.float32)
+    Controller(config, params).save(tmp_path / "c")
+    pool = CollectArgs(game="takecover", episodes=5, workers=2, out=str(tmp_path / "pool"), max_steps=40,
+                       controller=str(tmp_path / "c"), world_model=str(bundle), obs_mode="zch",
+                       param_noise=0.5)  # fmt: skip
+    vector = dataclasses.replace(pool, backend="vector", workers=3, device="cpu", out=str(tmp_path / "vector"))
+    collect(pool)
+    collect(dataclasses.replace(vector, episodes=2))
+    stats = collect(vector)  # resumes: 3 more episodes
+    assert stats["episodes_collected"] == 3 and stats["total_episodes"] == 5
+    shards = {name: [load_episode(p) for p in list_episodes(tmp_path / name)] for name in ("pool", "vector")}
+    assert len({e.actions.tobytes() for e in shards["pool"]}) > 1  # the perturbations differ per episode
+    for a, b in zip(shards["pool"], shards["vector"], strict=True):
+        assert a.seed == b.seed and a.game == b.game and b.expert_actions is None
+        for name in ("frames", "actions", "rewards", "terminated", "truncated"):
+            x, y = getattr(a, name), getattr(b, name)
+            assert x.dtype == y.dtype and np.array_equal(x, y), name
+    for bad, message in (
+        ({"controller": None}, "needs --controller"),
+        ({"ray_address": "auto"}, "does not go with --ray-address"),
+        ({"backend": "ray"}, "--backend must be pool or vector"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            collect(dataclasses.replace(vector, out=str(tmp_path / "bad"), **bad))

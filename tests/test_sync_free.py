@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 from conftest import make_tiny_world_model
-from test_cmaes import random_population
 from gymnasium.vector import AutoresetMode
+from test_cmaes import random_population
 from torch.overrides import TorchFunctionMode
 
 from dreamgym.controller import ControllerConfig, population_actions

@@ -17,18 +17,22 @@ episode is written atomically, so a run killed at any moment (even SIGKILL) is f
 same command: existing shards are kept, missing ones are collected, and every shard is the same as an
 uninterrupted run's. ``--ray-address`` plays the episodes as Ray tasks on a cluster instead of
 ``--workers`` local processes (:mod:`dreamgym.ray_pool`; a task whose worker dies is retried); this process
-writes their shards, the same as a local run's.
+writes their shards, the same as a local run's. With ``--controller``, ``--backend vector`` plays ``--workers``
+games as one latent VectorEnv (``gymnasium.make_vec("dreamgym/<Game>Latent-v0")``): the games step in worker
+processes and V and M run batched in this process (on ``--device``), which writes the shards; they are the
+pool's shards up to float rounding of the batched V, M and controller.
 """
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import json
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import gymnasium as gym
 import numpy as np
@@ -39,19 +43,21 @@ from dreamgym.cli_args import Count, NonNegativeFloat, Probability, parse_args
 from dreamgym.controller import Controller
 from dreamgym.data import Episode, episode_path, list_episodes, remove_stale_temps, save_episode
 from dreamgym.envs.latent import LatentObservation, make_latent_env
-from dreamgym.episodes import play_episode
+from dreamgym.envs.latent_vector import LatentVectorEnv
+from dreamgym.episodes import QueuedEpisode, play_episode, play_queue
 from dreamgym.experts import with_expert_settings
 from dreamgym.games import GameSpec, get_game
 from dreamgym.locks import exit_if_busy, folder_lock
 from dreamgym.processes import map_on_workers, on_worker_exit
 from dreamgym.ray_pool import RayPool
-from dreamgym.runs import Pooled, Seeded
+from dreamgym.runs import Compute, Pooled, Seeded, set_threads
 
 
 @dataclass(frozen=True)
-class CollectArgs(Pooled, Seeded):
+class CollectArgs(Pooled, Compute, Seeded):
     """``--workers``: processes, each with its own game instance; ``--seed``: episode i's seed derives from
-    (seed, i, attempt)."""
+    (seed, i, attempt); ``--device`` and ``--threads``: where ``--backend vector`` runs V, M and the controller
+    (pool workers run them on one CPU thread each)."""
 
     game: str = "takecover"
     """game: spec name (takecover, carracing), real env id, or a spec's import path package.module:SPEC"""
@@ -59,6 +65,9 @@ class CollectArgs(Pooled, Seeded):
     """total number of episodes wanted in --out"""
     ray_address: str | None = None
     """play on this Ray cluster (auto | HOST:PORT) instead of --workers local processes"""
+    backend: Literal["pool", "vector"] = "pool"
+    """pool: --workers processes, each a game with V and M; vector (with --controller): --workers games in one
+    latent VectorEnv, V and M batched in this process"""
     out: str = "data/takecover"
     """folder of episode shards"""
     max_steps: Count | None = None
@@ -107,10 +116,14 @@ def perturbed_controller(controller: Controller, noise: float) -> Callable[[np.r
     """``controller`` with N(0, noise^2) added to its parameters, drawn per episode; reads latent observations."""
 
     def make(rng: np.random.Generator) -> Policy:
-        params = controller.params + rng.normal(0.0, noise, controller.params.shape).astype(np.float32)
-        return Controller(controller.config, params).act
+        return Controller(controller.config, perturbed_params(controller, noise, rng)).act
 
     return make
+
+
+def perturbed_params(controller: Controller, noise: float, rng: np.random.Generator) -> np.ndarray:
+    """The controller's parameters plus N(0, noise^2) drawn from ``rng`` (an episode's)."""
+    return controller.params + rng.normal(0.0, noise, controller.params.shape).astype(np.float32)
 
 
 def noisy_expert(spec: GameSpec, env: gym.Env, noise: float) -> Callable[[np.random.Generator], Policy]:
@@ -228,6 +241,13 @@ def make_player(args: CollectArgs, controller: Controller | None = None,
         raise ValueError(f"--action-noise must be a finite std >= 0, got {args.action_noise}")
     if not 0 <= args.expert_share <= 1 or (args.expert_share > 0 and args.controller is None):
         raise ValueError(f"--expert-share must be in [0, 1] and goes with --controller, got {args.expert_share}")
+    if args.backend not in ("pool", "vector"):
+        raise ValueError(f"--backend must be pool or vector, got {args.backend!r}")
+    if args.backend == "vector" and (args.controller is None or args.ray_address or args.expert_share > 0
+                                     or args.expert_labels):  # fmt: skip
+        raise ValueError("--backend vector plays a --controller on a latent VectorEnv in this process: it needs "
+                         "--controller, and does not go with --ray-address, --expert-share or --expert-labels "
+                         "(the expert reads each game's state, which stays in its worker process)")  # fmt: skip
     if args.controller is None:
         env = spec.make_real_env(max_episode_steps=args.max_steps)
         return spec, env, noisy_expert(spec, env, args.action_noise) if args.exploration == "expert" else None
@@ -273,10 +293,64 @@ def _collect_one(index: int) -> tuple[int, int, float]:
     return _save(_worker["args"].out, _play_one(index))
 
 
+def play_on_vector_env(args: CollectArgs, todo: list[int], controller: Controller
+                       ) -> Iterator[tuple[int, Episode, float]]:  # fmt: skip
+    """``--backend vector``: the episodes ``todo`` played by the perturbed controller on one latent VectorEnv of
+    ``--workers`` games (:func:`~dreamgym.episodes.play_queue`), each (index, episode, seconds it took) as it
+    ends; a too short attempt is replayed at once with the next attempt's seed, as a pool worker does."""
+    spec = get_game(args.game)
+    min_steps = min(spec.min_episode_steps, args.max_steps or spec.max_episode_steps)
+    set_threads(args.threads)
+    envs = LatentVectorEnv(min(args.workers, len(todo)), args.world_model, game=spec.name, obs_mode=args.obs_mode,
+                           device=args.device, max_episode_steps=args.max_steps,
+                           autoreset_mode=gym.vector.AutoresetMode.DISABLED)  # fmt: skip
+    queue = collections.deque((index, 0) for index in todo)  # (episode index, attempt)
+    steps: dict[tuple[int, int], list[Any]] = {}  # an episode's (frame, action, reward, terminated, truncated)s
+    frames: dict[tuple[int, int], np.ndarray] = {}  # the frame each episode acts in next
+    started: dict[tuple[int, int], float] = {}
+
+    def next_episode() -> QueuedEpisode | None:
+        if not queue:
+            return None
+        index, attempt = key = queue.popleft()
+        seed = episode_seed(args.seed, index, attempt)
+        params = perturbed_params(controller, args.param_noise, np.random.default_rng(seed))
+        return QueuedEpisode(key, seed, torch.as_tensor(params, device=envs.device))
+
+    def on_start(i: int, key: tuple[int, int]) -> None:
+        frames[key], steps[key], started[key] = envs.frames[i].copy(), [], time.perf_counter()
+
+    def on_step(i: int, key: tuple[int, int], action: Any, reward: float, term: bool, trunc: bool) -> None:
+        steps[key].append((frames[key], action, reward, term, trunc))
+        frames[key] = envs.frames[i].copy()
+
+    try:
+        for key in play_queue(envs, controller.config, next_episode, on_step, on_start):
+            index, attempt = key
+            played, seconds = steps.pop(key), time.perf_counter() - started.pop(key)
+            del frames[key]
+            if len(played) < min_steps:
+                queue.appendleft((index, attempt + 1))
+                continue
+            columns = list(zip(*played, strict=True))
+            yield index, Episode(frames=np.stack(columns[0]), actions=np.asarray(columns[1]),
+                                 rewards=np.asarray(columns[2], dtype=np.float32), terminated=np.asarray(columns[3]),
+                                 truncated=np.asarray(columns[4]), seed=episode_seed(args.seed, index, attempt),
+                                 game=spec.name), seconds  # fmt: skip
+    finally:
+        envs.close()
+
+
 def run_jobs(args: CollectArgs, todo: list[int], controller: Controller | None) -> Iterator[tuple[int, int, float]]:
-    """(index, steps, seconds) of every episode of ``todo`` once its shard is written: by local workers, or
-    with ``--ray-address`` by Ray tasks whose episodes this process writes."""
+    """(index, steps, seconds) of every episode of ``todo`` once its shard is written: by local workers, with
+    ``--ray-address`` by Ray tasks, or with ``--backend vector`` by a latent VectorEnv; this process writes the
+    shards of the last two."""
     initargs = (args, controller)
+    if args.backend == "vector":
+        assert controller is not None  # collect() checked
+        for played in play_on_vector_env(args, todo, controller):
+            yield _save(args.out, played)
+        return
     if args.ray_address is None:
         yield from map_on_workers(_collect_one, todo, args.workers, _init_worker, initargs)
         return

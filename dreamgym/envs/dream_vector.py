@@ -34,7 +34,6 @@ from dreamgym.envs.rng import Seeds, spread_seeds
 from dreamgym.games import GAME_KEY
 from dreamgym.world_model import WorldModel
 
-
 ACTION_CHECK_EVERY = 64
 """with ``sync_free`` and ``return_tensors``, the most steps after which an invalid tensor action raises"""
 

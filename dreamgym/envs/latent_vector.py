@@ -87,6 +87,14 @@ class LatentVectorEnv(VectorEnv):
         self.render_mode = self.games.render_mode
         self._check_actions = ActionChecker(self.single_action_space, num_envs, self.device)
         self._ended: np.ndarray | None = None  # (N,) envs whose episode has ended; None before reset()
+        self._frames: np.ndarray | None = None  # (N, 64, 64, 3) the frames V saw last
+
+    @property
+    def frames(self) -> np.ndarray:
+        """The real frames of the last reset or step, as V saw them: (N, 64, 64, 3) uint8 (for recording)."""
+        if self._frames is None:
+            raise gym.error.ResetNeeded("call reset() first")
+        return self._frames
 
     def reset(self, *, seed: Seeds = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
         """Resets every game (or those of ``options["reset_mask"]``); see the class docstring for ``seed``."""
@@ -101,6 +109,7 @@ class LatentVectorEnv(VectorEnv):
         self.core.seed(seeds if mask is None else [s if m else None for s, m in zip(seeds, mask, strict=True)])
         self.core.start(mask)
         self._ended = np.zeros(self.num_envs, dtype=bool) if mask is None else self._ended & ~mask
+        self._frames = np.asarray(frames if mask is None else np.where(mask[:, None, None, None], frames, self._frames))
         return self.core.observe(frames, mask), infos
 
     def step(self, actions: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
@@ -118,6 +127,7 @@ class LatentVectorEnv(VectorEnv):
             self.core.start(self._ended)  # these games are starting over instead
         frames, rewards, terminated, truncated, infos = self.games.step_wait()
         self._ended = terminated | truncated
+        self._frames = frames
         return self.core.observe(frames), rewards, terminated, truncated, infos
 
     def render(self) -> tuple[Any, ...] | None:
