@@ -21,15 +21,18 @@ def _in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)  # ViZDoom writes _vizdoom.ini into the working folder
 
 
-def test_env_i_plays_what_a_single_latent_env_seeded_s_plus_i_plays(tiny_bundle) -> None:
-    """Same observations (up to batched-conv rounding), rewards, terminations and truncations, through autoresets."""
+@pytest.mark.parametrize("encode_in", ["workers", "main"])
+def test_env_i_plays_what_a_single_latent_env_seeded_s_plus_i_plays(tiny_bundle, encode_in: str) -> None:
+    """Same observations (up to batched-matmul rounding), rewards, terminations and truncations, through
+    autoresets, whether V encodes in the game workers or batched in the main process."""
     bundle, n, seed = tiny_bundle(), 3, 11
     envs = gym.make_vec("dreamgym/TakeCoverLatent-v0", num_envs=n, world_model=bundle, obs_mode="zch",
-                        max_episode_steps=CAP)  # fmt: skip
+                        max_episode_steps=CAP, encode_in=encode_in)  # fmt: skip
     singles = [make_latent_env("takecover", bundle, obs_mode="zch", max_episode_steps=CAP) for _ in range(n)]
     actions = np.random.default_rng(0).integers(3, size=(STEPS, n))
     try:
         assert isinstance(envs, LatentVectorEnv) and envs.metadata["autoreset_mode"] == AutoresetMode.NEXT_STEP
+        assert envs.encode_in == encode_in
         obs, _ = envs.reset(seed=seed)
         for i, env in enumerate(singles):
             np.testing.assert_allclose(obs[i], env.reset(seed=seed + i)[0], atol=1e-5)

@@ -29,7 +29,7 @@ from dreamgym.envs.dream import (
 )  # fmt: skip
 from dreamgym.envs.rng import check_seed
 from dreamgym.games import GAME_KEY, get_game
-from dreamgym.models.vae import frames_to_tensor, tensor_to_frames
+from dreamgym.models.vae import ConvVAE, frames_to_tensor, tensor_to_frames
 from dreamgym.world_model import WorldModel
 
 ZMode = Literal["sample", "mean"]
@@ -42,14 +42,37 @@ def upscale(frame: np.ndarray, factor: int = RENDER_SCALE) -> np.ndarray:
     return frame.repeat(factor, axis=0).repeat(factor, axis=1)
 
 
+class FrameEncoder:
+    """V's encoder as its tensors (no decoder, no module calls): real frames -> the mean and log-variance of z.
+
+    The same kernels for every caller, so a frame encoded here, in a worker process or in a batch of one gives the
+    same numbers (a batch of several may differ by float rounding).
+    """
+
+    def __init__(self, vae: ConvVAE) -> None:
+        self.device = vae.fc_mu.weight.device
+        self._convs = [(m.weight, m.bias, m.stride) for m in vae.encoder if isinstance(m, torch.nn.Conv2d)]
+        self._mu = (vae.fc_mu.weight, vae.fc_mu.bias)
+        self._logvar = (vae.fc_logvar.weight, vae.fc_logvar.bias)
+
+    @torch.inference_mode()
+    def __call__(self, frames: np.ndarray, logvar: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(B, 64, 64, 3) uint8 frames -> mu (B, Z) and logvar (B, Z) (None unless ``logvar``)."""
+        x = frames_to_tensor(frames, self.device)
+        for weight, bias, stride in self._convs:
+            x = torch.relu_(F.conv2d(x, weight, bias, stride))
+        features = x.flatten(1)
+        return F.linear(features, *self._mu), F.linear(features, *self._logvar) if logvar else None
+
+
 class LatentCore:
     """What V and M make of N real games: one z generator per env, M's LSTM state and restart flags.
 
     The one implementation of the latent view, shared by :class:`LatentObservation` (N = 1) and
     :class:`~dreamgym.envs.latent_vector.LatentVectorEnv`. Per step it does only what ``[z, (c,) h]`` needs:
-    V's encoder (mu, and logvar when z is sampled; no decoder) and M's LSTM cell (none of M's heads), under
-    ``torch.inference_mode``. Env i draws its z noise from its own generator, ``randn((1, Z))`` per frame, so it
-    sees exactly the numbers a single env seeded like it sees.
+    V's encoder (:class:`FrameEncoder`: mu, and logvar when z is sampled) and M's LSTM cell (none of M's heads),
+    under ``torch.inference_mode``. Env i draws its z noise from its own generator, ``randn((1, Z))`` per frame,
+    so it sees exactly the numbers a single env seeded like it sees.
     """
 
     def __init__(self, model: WorldModel, num_envs: int, obs_mode: str, z_mode: str) -> None:
@@ -62,10 +85,8 @@ class LatentCore:
         self.device = model.device
         self._generators = [torch.Generator(self.device) for _ in range(num_envs)]
         self._seeded = [False] * num_envs
-        vae = model.vae
         self._lstm = model.mdnrnn.lstm_weights()  # (weight_ih, weight_hh, bias_ih, bias_hh)
-        # V's encoder as its tensors (conv weight, bias, stride): the same kernels as vae.encode, no module calls
-        self._convs = [(m.weight, m.bias, m.stride) for m in vae.encoder if isinstance(m, torch.nn.Conv2d)]
+        self.encoder = FrameEncoder(model.vae)
         self._noise_shape = (1, model.config.vae.z_size)
         with torch.inference_mode():
             self.h, self.c = model.mdnrnn.initial_state(num_envs, self.device)
@@ -99,23 +120,24 @@ class LatentCore:
         self.h, self.c = torch.lstm_cell(inputs, (self.h, self.c), *self._lstm)
         self.restart = torch.zeros_like(self.restart)
 
-    @torch.inference_mode()
     def observe(self, frames: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
         """Encodes real frames (N, 64, 64, 3) uint8 to z, only those of the envs in ``mask`` (N,) bool (all if
         None; the others keep their z and draw nothing); returns ``[z, (c,) h]`` as a new (N, D) float32 array."""
+        mu, logvar = self.encoder(frames if mask is None else frames[mask], logvar=self.z_mode == "sample")
+        return self.observe_encoded(mu, logvar, mask)
+
+    @torch.inference_mode()
+    def observe_encoded(self, mu: torch.Tensor, logvar: torch.Tensor | None,
+                        mask: np.ndarray | None = None) -> np.ndarray:  # fmt: skip
+        """:meth:`observe` from frames :class:`FrameEncoder` encoded already (one row per env of ``mask``)."""
         rows = None if mask is None else np.flatnonzero(mask)
-        generators = self._generators if rows is None else [self._generators[i] for i in rows]
-        vae, x = self.model.vae, frames_to_tensor(frames if rows is None else frames[rows], self.device)
-        for weight, bias, stride in self._convs:
-            x = torch.relu_(F.conv2d(x, weight, bias, stride))
-        features = x.flatten(1)
-        z = F.linear(features, vae.fc_mu.weight, vae.fc_mu.bias)
+        z = mu.to(self.device)
         if self.z_mode == "sample":
-            shape, device = self._noise_shape, self.device
-            eps = [torch.randn(shape, generator=g, device=device) for g in generators]
+            assert logvar is not None, "z_mode='sample' needs the frames' logvar"
+            generators = self._generators if rows is None else [self._generators[i] for i in rows]
+            eps = [torch.randn(self._noise_shape, generator=g, device=self.device) for g in generators]
             noise = eps[0] if len(eps) == 1 else torch.cat(eps)
-            logvar = F.linear(features, vae.fc_logvar.weight, vae.fc_logvar.bias)
-            z = torch.addcmul(z, torch.exp(0.5 * logvar), noise)
+            z = torch.addcmul(z, torch.exp(0.5 * logvar.to(self.device)), noise)
         if rows is None:
             self.z = z
         else:
