@@ -112,7 +112,8 @@ def run(world_model: str | None, game: str, sizes: GenerationSizes, workers: int
             f"{scores.lengths.mean():.0f}, longest {scores.lengths.max()})")  # fmt: skip
     same = np.array_equal(vector.scores.returns, pooled.scores.returns)
     vector_note = (f"the pool's {sampled} real episodes (mean length {mean_length:.0f}) on one latent VectorEnv of "
-                   f"{workers} games, V, M and controllers batched on {device}: {vector.seconds:.1f} s against "
+                   f"{workers} games (V encoding in the {'workers' if device.type == 'cpu' else 'main process'}, "
+                   f"M and controllers batched on {device}): {vector.seconds:.1f} s against "
                    f"{pooled.seconds:.1f} s; returns {'equal' if same else 'NOT equal'} to the pool's")  # fmt: skip
     return [
         Row(f"cmaes_{game}", f"one generation, {sizes.popsize} x {sizes.episodes} episodes", 3600 / dream_s,

@@ -68,5 +68,6 @@ def run(model: WorldModel, rounds: int, min_time: float, device: torch.device) -
             f"V encode + M step add {overhead_ms:.2f} ms per real step", latent_rate.spread_to(raw_rate)),
         Row(f"latent_{spec.name}", f"LatentVectorEnv steps/s, N={VECTOR_ENVS}", vector_rate.median, "steps/s",
             "one LatentObservation", latent_rate.median, vector_rate.median / latent_rate.median, VECTOR_TARGET,
-            f"{VECTOR_ENVS} games in worker processes, V and M batched", vector_rate.spread_to(latent_rate)),
+            f"{VECTOR_ENVS} games in worker processes, V encoding in the {vector.encode_in}, M batched",
+            vector_rate.spread_to(latent_rate)),
     ]  # fmt: skip

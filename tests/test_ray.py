@@ -4,10 +4,14 @@ what the local process pool gives for the same seeds, also when a Ray worker die
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
 import signal
+import subprocess
+import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -23,6 +27,7 @@ from agents.runlog import COLUMNS, read_csv
 from dreamgym.controller import Controller, ControllerConfig
 from dreamgym.data import list_episodes, load_arrays
 from dreamgym.envs.latent import make_latent_env
+from dreamgym.ray_pool import connect
 from recipes.dagger import DaggerArgs, DaggerRun
 from training.collect import CollectArgs, collect
 
@@ -140,3 +145,88 @@ def test_dagger_plays_its_rounds_on_the_ray_address(tmp_path: Path, monkeypatch:
                       eval_episodes=2, ray_address="HEAD:6379")  # fmt: skip
     DaggerRun(args).run()
     assert calls and {(c[1], c[2]) for c in calls} == {("HEAD:6379", "-"), ("HEAD:6379", "ray")}
+
+
+def _descendants(pid: int) -> list[int]:
+    """Every process below ``pid`` (children, theirs, ...)."""
+    found, todo = [], [pid]
+    while todo:
+        children = _children(todo.pop())
+        found += children
+        todo += children
+    return found
+
+
+def _mark_then_play(index: int) -> tuple[int, object, float]:
+    """Collection's job, after writing which process plays episode ``index`` into a marker file and waiting a
+    second (so that the episode is under way when the test kills the node it runs on)."""
+    markers = Path(collect_module._worker["args"].out).parent / "markers"
+    markers.mkdir(exist_ok=True)
+    (markers / f"{index}_{os.getpid()}").touch()
+    time.sleep(1.0)
+    return collect_module._play_one(index)
+
+
+@pytest.mark.slow
+def test_collection_on_ray_loses_nothing_when_a_worker_node_dies(
+    ray_cluster: str, tiny_bundle: Callable[..., Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A second node joins the cluster as a worker machine would (``ray start --address``). While it plays an
+    episode the whole node is SIGKILLed (its ``ray start``, raylet, workers and game engines: the machine is
+    gone); the run still writes every shard, the same as the process pool's."""
+    monkeypatch.chdir(tmp_path)
+    bundle = tiny_bundle("takecover")
+    env = make_latent_env("takecover", bundle, obs_mode="zch", max_episode_steps=25)
+    config = ControllerConfig.for_env(env, LATENT_ID)
+    env.close()
+    Controller(config, np.random.default_rng(0).normal(0, 1.0, config.n_params).astype(np.float32)).save("c")
+    args = CollectArgs(game="takecover", episodes=8, workers=2, max_steps=25, controller=str(tmp_path / "c"),
+                       world_model=str(bundle), obs_mode="zch")  # fmt: skip
+    collect(dataclasses.replace(args, out=str(tmp_path / "pool" / "eps")))
+
+    ray = connect(ray_cluster)
+    alive = sum(node["Alive"] for node in ray.nodes())
+    node = subprocess.Popen(
+        [str(Path(sys.executable).parent / "ray"), "start", "--block", f"--address={ray_cluster}",
+         "--node-ip-address=127.0.0.1", "--num-cpus=2", "--disable-usage-stats"],
+        env=dict(os.environ, PYTHONPATH=str(Path(__file__).parent), RAY_USAGE_STATS_ENABLED="0",
+                 RAY_kill_child_processes_on_worker_exit_with_raylet_subreaper="true"),
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    killed: list[int] = []
+
+    def kill_the_node_once_it_plays() -> None:
+        markers = tmp_path / "ray" / "markers"
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            on_node = set(_descendants(node.pid))
+            if any(int(m.name.split("_")[1]) in on_node for m in markers.glob("*_*")):
+                killed.extend([node.pid, *on_node])
+                for pid in killed:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGKILL)
+                return
+            time.sleep(0.05)
+
+    try:
+        deadline = time.monotonic() + 60
+        while sum(n["Alive"] for n in ray.nodes()) < alive + 1:
+            assert time.monotonic() < deadline, "the second node did not join"
+            time.sleep(0.5)
+        killer = threading.Thread(target=kill_the_node_once_it_plays)
+        killer.start()
+        monkeypatch.setattr(collect_module, "_play_one", _mark_then_play)
+        collect(dataclasses.replace(args, out=str(tmp_path / "ray" / "eps"), ray_address=ray_cluster))
+        killer.join()
+    finally:
+        for pid in [node.pid, *_descendants(node.pid)]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        node.wait()
+    assert killed and _gone(killed)  # the node died while it played an episode
+    pool, ray_shards = list_episodes(tmp_path / "pool" / "eps"), list_episodes(tmp_path / "ray" / "eps")
+    assert [p.name for p in ray_shards] == [p.name for p in pool] and len(pool) == 8
+    for a, b in zip(pool, ray_shards, strict=True):
+        left, right = load_arrays(a, (), None), load_arrays(b, (), None)
+        for key in left:
+            np.testing.assert_array_equal(left[key], right[key], err_msg=f"{a.name}: {key}")
