@@ -68,6 +68,30 @@ def _gone(pids: list[int], wait: float = 10.0) -> bool:
     return True
 
 
+def controller_collection(bundle: Path, folder: Path, episodes: int) -> CollectArgs:
+    """Collection args of a random controller playing short TakeCover episodes through ``bundle``, and their
+    shards collected by the process pool into ``folder``/pool/eps."""
+    env = make_latent_env("takecover", bundle, obs_mode="zch", max_episode_steps=25)
+    config = ControllerConfig.for_env(env, LATENT_ID)
+    env.close()
+    params = np.random.default_rng(0).normal(0, 1.0, config.n_params).astype(np.float32)
+    Controller(config, params).save(folder / "c")
+    args = CollectArgs(game="takecover", episodes=episodes, workers=2, max_steps=25, controller=str(folder / "c"),
+                       world_model=str(bundle), obs_mode="zch")  # fmt: skip
+    collect(dataclasses.replace(args, out=str(folder / "pool" / "eps")))
+    return args
+
+
+def assert_same_shards(folder: Path, other: Path, episodes: int) -> None:
+    ours, theirs = list_episodes(folder), list_episodes(other)
+    assert [p.name for p in theirs] == [p.name for p in ours] and len(ours) == episodes
+    for a, b in zip(ours, theirs, strict=True):
+        left, right = load_arrays(a, (), None), load_arrays(b, (), None)
+        assert left.keys() == right.keys()
+        for key in left:
+            np.testing.assert_array_equal(left[key], right[key], err_msg=f"{a.name}: {key}")
+
+
 @pytest.mark.slow
 def test_cmaes_and_evaluation_on_ray_equal_the_pool(
     ray_cluster: str, tiny_bundle: Callable[..., Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -99,26 +123,13 @@ def test_collect_on_ray_writes_the_pools_shards_though_a_worker_dies(
     """A controller plays 3 short TakeCover episodes: the Ray run, whose worker is SIGKILLed during episode
     1 (its game engine goes with it), writes the same shards as the process pool."""
     monkeypatch.chdir(tmp_path)
-    bundle = tiny_bundle("takecover")
-    env = make_latent_env("takecover", bundle, obs_mode="zch", max_episode_steps=25)
-    config = ControllerConfig.for_env(env, LATENT_ID)
-    env.close()
-    Controller(config, np.random.default_rng(0).normal(0, 1.0, config.n_params).astype(np.float32)).save("c")
-    args = CollectArgs(game="takecover", episodes=3, workers=2, max_steps=25, controller=str(tmp_path / "c"),
-                       world_model=str(bundle), obs_mode="zch")  # fmt: skip
-    collect(dataclasses.replace(args, out=str(tmp_path / "pool" / "eps")))
+    args = controller_collection(tiny_bundle("takecover"), tmp_path, episodes=3)
     monkeypatch.setattr(collect_module, "_play_one", _die_once_then_play)
     collect(dataclasses.replace(args, out=str(tmp_path / "ray" / "eps"), ray_address=ray_cluster))
 
     engines = json.loads((tmp_path / "ray" / "died").read_text())
     assert engines and _gone(engines)  # the dead worker's VizDoom engine did not outlive it
-    pool, ray = list_episodes(tmp_path / "pool" / "eps"), list_episodes(tmp_path / "ray" / "eps")
-    assert [p.name for p in ray] == [p.name for p in pool] and len(pool) == 3
-    for a, b in zip(pool, ray, strict=True):
-        left, right = load_arrays(a, (), None), load_arrays(b, (), None)
-        assert left.keys() == right.keys()
-        for key in left:
-            np.testing.assert_array_equal(left[key], right[key], err_msg=f"{a.name}: {key}")
+    assert_same_shards(tmp_path / "pool" / "eps", tmp_path / "ray" / "eps", 3)
 
 
 def test_dagger_plays_its_rounds_on_the_ray_address(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -175,14 +186,7 @@ def test_collection_on_ray_loses_nothing_when_a_worker_node_dies(
     episode the whole node is SIGKILLed (its ``ray start``, raylet, workers and game engines: the machine is
     gone); the run still writes every shard, the same as the process pool's."""
     monkeypatch.chdir(tmp_path)
-    bundle = tiny_bundle("takecover")
-    env = make_latent_env("takecover", bundle, obs_mode="zch", max_episode_steps=25)
-    config = ControllerConfig.for_env(env, LATENT_ID)
-    env.close()
-    Controller(config, np.random.default_rng(0).normal(0, 1.0, config.n_params).astype(np.float32)).save("c")
-    args = CollectArgs(game="takecover", episodes=8, workers=2, max_steps=25, controller=str(tmp_path / "c"),
-                       world_model=str(bundle), obs_mode="zch")  # fmt: skip
-    collect(dataclasses.replace(args, out=str(tmp_path / "pool" / "eps")))
+    args = controller_collection(tiny_bundle("takecover"), tmp_path, episodes=8)
 
     ray = connect(ray_cluster)
     alive = sum(node["Alive"] for node in ray.nodes())
@@ -224,9 +228,4 @@ def test_collection_on_ray_loses_nothing_when_a_worker_node_dies(
                 os.kill(pid, signal.SIGKILL)
         node.wait()
     assert killed and _gone(killed)  # the node died while it played an episode
-    pool, ray_shards = list_episodes(tmp_path / "pool" / "eps"), list_episodes(tmp_path / "ray" / "eps")
-    assert [p.name for p in ray_shards] == [p.name for p in pool] and len(pool) == 8
-    for a, b in zip(pool, ray_shards, strict=True):
-        left, right = load_arrays(a, (), None), load_arrays(b, (), None)
-        for key in left:
-            np.testing.assert_array_equal(left[key], right[key], err_msg=f"{a.name}: {key}")
+    assert_same_shards(tmp_path / "pool" / "eps", tmp_path / "ray" / "eps", 8)
