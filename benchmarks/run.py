@@ -61,6 +61,8 @@ class BenchArgs:
 @dataclass(frozen=True)
 class Preset:
     dream: dream_steps.DreamSizes
+    dream_gpu: dream_steps.DreamSizes
+    """the dream's sizes on a GPU, where thousands of envs per step are where it starts to pay"""
     latent_rounds: int
     latent_min_time: float
     train: train_steps.TrainSizes
@@ -71,6 +73,7 @@ class Preset:
 PRESETS = {
     "full": Preset(
         dream=dream_steps.DreamSizes(num_envs=(1, 16, 256, 1024, 4096), rounds=5, min_time=0.5),
+        dream_gpu=dream_steps.DreamSizes(num_envs=(1024, 4096, 16384, 65536), rounds=5, min_time=0.5),
         latent_rounds=3,
         latent_min_time=1.0,
         train=train_steps.TrainSizes(vae_batch=100, mdnrnn_batch=32, mdnrnn_steps=100, rounds=3, min_time=2.0),
@@ -79,6 +82,7 @@ PRESETS = {
     ),
     "quick": Preset(
         dream=dream_steps.DreamSizes(num_envs=(1, 8), rounds=1, min_time=0.01),
+        dream_gpu=dream_steps.DreamSizes(num_envs=(8, 64), rounds=1, min_time=0.01),
         latent_rounds=1,
         latent_min_time=0.01,
         train=train_steps.TrainSizes(vae_batch=2, mdnrnn_batch=2, mdnrnn_steps=4, rounds=1, min_time=0.01),
@@ -142,7 +146,8 @@ def run_one(name: str, args: BenchArgs, preset: Preset, device: torch.device,
     if name.startswith("dream_"):
         game = name.removeprefix("dream_")
         model = load_or_random(bundles[game], game, MEAN_EPISODE_STEPS, device)
-        rows, series[name] = dream_steps.run(model, preset.dream, device)
+        sizes = preset.dream if device.type == "cpu" else preset.dream_gpu
+        rows, series[name] = dream_steps.run(model, sizes, device)
         return rows
     if name == "latent":
         return [row for game in ("takecover", "carracing") for row in latent_steps.run(

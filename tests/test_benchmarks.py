@@ -11,7 +11,9 @@ import pytest
 import torch
 from conftest import make_tiny_world_model
 
+import benchmarks.run as bench_run
 from benchmarks import report
+from benchmarks.dream_steps import DreamSizes
 from benchmarks.run import BENCHMARKS
 from benchmarks.timing import Row, interleaved_rates
 from dreamgym.envs import DreamVectorEnv
@@ -121,3 +123,19 @@ def test_dream_env_follows_weights_changed_after_it_was_made() -> None:
     envs.reset(seed=0)
     fresh.reset(seed=0)
     torch.testing.assert_close(torch.as_tensor(envs.step(actions)[0]), torch.as_tensor(fresh.step(actions)[0]))
+
+
+def test_the_dream_benchmark_goes_to_64k_envs_on_a_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The GPU column's dream sizes are N = 1k ... 64k (the CPU's stop at 4k), chosen by the device alone."""
+    seen: dict[str, tuple[int, ...]] = {}
+
+    def fake_run(model: object, sizes: DreamSizes, device: torch.device) -> tuple[list[Row], dict]:
+        seen[device.type] = sizes.num_envs
+        return [], {}
+
+    monkeypatch.setattr(bench_run.dream_steps, "run", fake_run)
+    monkeypatch.setattr(bench_run, "load_or_random", lambda *args: None)
+    args = bench_run.BenchArgs()
+    for device in ("cpu", "cuda"):  # a cuda device object needs no GPU; nothing runs on it here
+        bench_run.run_one("dream_takecover", args, bench_run.PRESETS["full"], torch.device(device), {})
+    assert seen == {"cpu": (1, 16, 256, 1024, 4096), "cuda": (1024, 4096, 16384, 65536)}
