@@ -19,8 +19,8 @@ uninterrupted run's. ``--ray-address`` plays the episodes as Ray tasks on a clus
 ``--workers`` local processes (:mod:`dreamgym.ray_pool`; a task whose worker dies is retried); this process
 writes their shards, the same as a local run's. With ``--controller``, ``--backend vector`` plays ``--workers``
 games as one latent VectorEnv (``gymnasium.make_vec("dreamgym/<Game>Latent-v0")``): the games step in worker
-processes and V and M run batched in this process (on ``--device``), which writes the shards; they are the
-pool's shards up to float rounding of the batched V, M and controller.
+processes (which also run V on a CPU), M and the controller run batched in this process (V too with ``--device
+cuda``), and this process writes the shards; they are the pool's shards up to float rounding of the batches.
 """
 
 from __future__ import annotations
@@ -67,7 +67,7 @@ class CollectArgs(Pooled, Compute, Seeded):
     """play on this Ray cluster (auto | HOST:PORT) instead of --workers local processes"""
     backend: Literal["pool", "vector"] = "pool"
     """pool: --workers processes, each a game with V and M; vector (with --controller): --workers games in one
-    latent VectorEnv, V and M batched in this process"""
+    latent VectorEnv, M and the controller batched in this process"""
     out: str = "data/takecover"
     """folder of episode shards"""
     max_steps: Count | None = None
