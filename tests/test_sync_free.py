@@ -105,6 +105,17 @@ def test_an_invalid_tensor_action_raises_at_the_next_check_and_never_reaches_m(g
         eager.step(wrong)
 
 
+def test_a_dream_made_in_inference_mode_checks_actions_outside_it() -> None:
+    model = make_tiny_world_model()
+    with torch.inference_mode():
+        envs = DreamVectorEnv(N, model, device="cpu", return_tensors=True, sync_free=True)
+        envs.reset(seed=0)
+        envs.step(torch.full((N,), 7))
+    envs.step(torch.full((N,), 1))
+    with pytest.raises(ValueError, match="invalid"):
+        envs.reset(seed=0)
+
+
 def test_numpy_outputs_check_actions_at_once_even_when_sync_free() -> None:
     envs = DreamVectorEnv(N, make_tiny_world_model(), device="cpu", sync_free=True)
     envs.reset(seed=0)

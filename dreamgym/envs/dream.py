@@ -139,7 +139,10 @@ class ActionChecker:
         if isinstance(space, gym.spaces.Box):
             self.low = torch.as_tensor(space.low, dtype=torch.float32, device=device)
             self.high = torch.as_tensor(space.high, dtype=torch.float32, device=device)
-        self._invalid = torch.zeros((), dtype=torch.bool, device=device)  # a deferred check failed since the last raise
+        # set by a deferred check that failed, until raise_deferred; a normal tensor, so that steps inside and
+        # outside inference mode may update it in place
+        with torch.inference_mode(False):
+            self._invalid = torch.zeros((), dtype=torch.bool, device=device)
 
     def __call__(self, actions: Any) -> torch.Tensor:
         if isinstance(actions, torch.Tensor):
