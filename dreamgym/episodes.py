@@ -14,7 +14,7 @@ episodes and restarts a person asks for, so it keeps its own step.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -186,11 +186,16 @@ def play_queue(envs: gym.vector.VectorEnv, config: ControllerConfig, next_episod
         return
     playing: list[QueuedEpisode | None] = [first, *(next_episode() for _ in range(envs.num_envs - 1))]
     # VectorEnv.reset's annotation says int, but Gymnasium's vector envs and dreamgym's take one seed per env
+
+    def started(indices: Iterable[int]) -> None:
+        for i in indices:
+            episode = playing[i]
+            if episode is not None and on_start is not None:
+                on_start(i, episode.key)
+
     seeds: Any = [(e or first).seed for e in playing]
     obs, _ = envs.reset(seed=seeds)
-    for i, episode in enumerate(playing):
-        if episode is not None and on_start is not None:
-            on_start(i, episode.key)
+    started(range(envs.num_envs))
     while any(e is not None for e in playing):
         actors = torch.stack([(e or first).params for e in playing])
         actions = population_actions(config, actors, obs, 1)
@@ -202,20 +207,17 @@ def play_queue(envs: gym.vector.VectorEnv, config: ControllerConfig, next_episod
                 on_step(i, episode.key, actions[i], float(reward[i]), bool(terminated[i]), bool(truncated[i]))
         if not ended.any():
             continue
-        for episode in (playing[i] for i in np.flatnonzero(ended)):
+        restarted = [int(i) for i in np.flatnonzero(ended)]
+        for episode in (playing[i] for i in restarted):
             if episode is not None:
                 yield episode.key
-        restarted = [int(i) for i in np.flatnonzero(ended)]
         seeds = [None] * envs.num_envs  # None: keep its stream (see the first reset)
         for i in restarted:
             playing[i] = next_episode() if playing[i] is not None else None
             seeds[i] = (playing[i] or first).seed
         if any(e is not None for e in playing):
             obs, _ = envs.reset(seed=seeds, options={"reset_mask": ended})  # the other rows are unchanged
-            for i in restarted:
-                episode = playing[i]
-                if episode is not None and on_start is not None:
-                    on_start(i, episode.key)
+            started(restarted)
 
 
 def rollout_queue(envs: gym.vector.VectorEnv, config: ControllerConfig, params: torch.Tensor, episodes: int,

@@ -119,11 +119,17 @@ class GameSpec:
         env = self.make_game(**kwargs)
         if isinstance(env, gym.wrappers.TimeLimit):
             env = env.env
-        limit = self.max_episode_steps if max_episode_steps is None else max_episode_steps
-        if limit > self.max_episode_steps:
-            gym.logger.warn(f"max_episode_steps={limit} is above {self.name}'s cap of {self.max_episode_steps} steps")
-            limit = self.max_episode_steps
+        limit = self.max_episode_steps if max_episode_steps is None else self.capped(max_episode_steps)
         return gym.wrappers.TimeLimit(env, max_episode_steps=limit)
+
+    def capped(self, max_episode_steps: int) -> int:
+        """``max_episode_steps``, cut to the game's cap (with a warning) where it is above: the real game's
+        episodes end there, and so do its dreams."""
+        if max_episode_steps > self.max_episode_steps:
+            gym.logger.warn(f"max_episode_steps={max_episode_steps} is above {self.name}'s cap: episodes end after "
+                            f"{self.max_episode_steps} steps, as the real game's do")  # fmt: skip
+            return self.max_episode_steps
+        return max_episode_steps
 
     def __reduce__(self) -> tuple[Any, tuple[str]]:
         """Pickles as its name (its functions may be lambdas): unpickling looks the spec up with :func:`get_game`,

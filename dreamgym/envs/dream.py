@@ -220,19 +220,15 @@ class DreamCore:
         ``initial_step``, ``dropout`` to the rate M was trained with (None)."""
         check_obs_mode(obs_mode)
         game = model.game
-        cap = game.max_episode_steps
         if done_mode not in DONE_MODES:
             raise ValueError(f"done_mode must be one of {DONE_MODES}, got {done_mode!r}")
         dropout = model.config.mdnrnn.dropout if dropout is None else dropout
         check_dropout(dropout)
         if max_episode_steps is None:
-            max_episode_steps = cap - model.initial_step
+            max_episode_steps = game.max_episode_steps - model.initial_step
         if isinstance(max_episode_steps, bool) or not isinstance(max_episode_steps, int) or max_episode_steps < 1:
             raise ValueError(f"max_episode_steps must be a positive integer, got {max_episode_steps!r}")
-        if max_episode_steps > cap:
-            gym.logger.warn(f"max_episode_steps={max_episode_steps} is above {game.name}'s cap: its dreams end "
-                            f"after {cap} steps, as the real game does")  # fmt: skip
-            max_episode_steps = cap
+        max_episode_steps = game.capped(max_episode_steps)
         if isinstance(num_envs, bool) or not isinstance(num_envs, int) or num_envs < 1:
             raise ValueError(f"num_envs must be a positive integer, got {num_envs!r}")
         self.model, self.game = model, game
